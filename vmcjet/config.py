@@ -1,0 +1,270 @@
+"""Every option of a vmcjet run, with its default and a one-line comment, in one place.
+
+A config is a tree of frozen dataclasses. It is built from the defaults, then a TOML file
+(`--config run.toml`), then dotted overrides (`--set optim.lr=0.02`). Unknown keys are an
+`InputError` that suggests the closest valid key; a wrongly typed value names the key and the type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vmcjet.errors import InputError
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    molecule: str = "LiH"  # catalogue name, path to a molecule TOML, or an .xyz file
+    charge: int | None = None  # overrides the molecule's total charge (e)
+    spin: int | None = None  # overrides 2S = N_alpha - N_beta
+    basis: str = "ccpvdz"  # Gaussian basis of the Hartree-Fock reference (pretraining)
+
+
+@dataclass(frozen=True)
+class FermiNetConfig:
+    hidden_one: int = 32  # width of the one-electron stream
+    hidden_two: int = 8  # width of the two-electron (pair) stream
+    layers: int = 3  # number of interaction layers
+
+
+@dataclass(frozen=True)
+class PsiformerConfig:
+    layers: int = 2  # number of self-attention layers
+    heads: int = 4  # attention heads per layer
+    head_dim: int = 16  # width of each head; model width = heads * head_dim
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    kind: str = "ferminet"  # "ferminet" or "psiformer"
+    determinants: int = 4  # number of determinants K
+    full_determinant: bool = False  # dense over both spins (True) or block-diagonal by spin
+    envelope: str = "isotropic"  # "isotropic" or "anisotropic" exponential envelopes
+    jastrow: bool = False  # multiply by the electron-electron cusp Jastrow (default on for psiformer)
+    ferminet: FermiNetConfig = field(default_factory=FermiNetConfig)
+    psiformer: PsiformerConfig = field(default_factory=PsiformerConfig)
+
+
+@dataclass(frozen=True)
+class LaplacianConfig:
+    method: str = "collapsed"  # "collapsed", "loop", "hessian", "vmap_jvp", "taylor", "folx"
+    chunk_size: int | None = None  # directions per inner chunk (None: all 3n at once)
+    walker_batch_size: int | None = None  # walkers per lax.map chunk (None: all at once)
+
+
+@dataclass(frozen=True)
+class McmcConfig:
+    moves: int = 10  # Metropolis moves per optimisation step
+    width: float = 0.2  # initial Gaussian proposal width (bohr)
+    target_acceptance: float = 0.5  # the width adapts towards this acceptance rate
+    burn_in: int = 200  # moves before the first optimisation step
+    init_spread: float = 1.0  # Gaussian spread of initial electrons around their nucleus (bohr)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    iterations: int = 200  # Adam steps fitting the orbitals to Hartree-Fock (0: skip)
+    lr: float = 3e-3  # Adam learning rate of pretraining
+    moves: int = 1  # Metropolis moves per pretraining step
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: str = "spring"  # "spring" (natural gradient in sample space) or "adam"
+    lr: float = 0.02  # initial learning rate
+    lr_decay: float = 1e-3  # lr(t) = lr / (1 + lr_decay * t)
+    damping: float = 1e-3  # SPRING: Tikhonov damping of the sample-space kernel
+    momentum: float = 0.9  # SPRING: reuse of the previous direction (mu)
+    max_norm: float = 0.1  # SPRING: bound on the squared norm of the step (norm constraint)
+    clip_width: float = 5.0  # local energies clipped to median +/- clip_width * mean |dev| (gradient only)
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    every_steps: int = 500  # write a checkpoint every N steps (0: never by count)
+    every_minutes: float = 10.0  # ...and at least every M minutes (0: never by time)
+    keep: int = 3  # number of checkpoints kept
+    max_skipped_steps: int = 20  # stop after this many consecutive non-finite updates
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 0  # root of every random key: step t uses fold_in(seed, t)
+    batch_size: int = 256  # number of walkers (divisible by the device count)
+    steps: int = 10000  # optimisation steps
+    precision: str = "float32"  # "float32" or "float64"
+    log_every: int = 100  # plain log line every N steps when not on a terminal
+    system: SystemConfig = field(default_factory=SystemConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    laplacian: LaplacianConfig = field(default_factory=LaplacianConfig)
+    mcmc: McmcConfig = field(default_factory=McmcConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _all_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    for name, tp in _field_types(cls).items():
+        if dataclasses.is_dataclass(tp):
+            keys += _all_keys(tp, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def _unknown_key(key: str) -> InputError:
+    close = difflib.get_close_matches(key, _all_keys(Config), n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else "; see `vmcjet run --print-config`"
+    return InputError(f"unknown config key '{key}'{hint}")
+
+
+def _type_name(tp: Any) -> str:
+    return " or ".join("none" if a is type(None) else a.__name__ for a in _type_options(tp))
+
+
+def _type_options(tp: Any) -> tuple[type, ...]:
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        return typing.get_args(tp)
+    return (tp,)
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Checks `value` against the annotated type; ints are accepted where floats are expected."""
+    for option in _type_options(tp):
+        if option is type(None) and value is None:
+            return None
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option in (str, bool) and type(value) is option:
+            return value
+    raise InputError(f"config key '{key}' expects {_type_name(tp)}, got {value!r}")
+
+
+def _merge(obj: Any, updates: dict[str, Any], prefix: str = "") -> Any:
+    types_ = _field_types(type(obj))
+    changes = {}
+    for name, value in updates.items():
+        key = prefix + name
+        if name not in types_:
+            raise _unknown_key(key)
+        tp = types_[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise InputError(f"config key '{key}' is a section; write [{key}] or {key}.<option>")
+            changes[name] = _merge(getattr(obj, name), value, key + ".")
+        else:
+            changes[name] = _coerce(key, value, tp)
+    return dataclasses.replace(obj, **changes)
+
+
+def _parse_value(key: str, text: str) -> Any:
+    """Parses the right-hand side of `--set key=value` as a TOML value (bare words are strings)."""
+    if text.lower() in ("none", "null"):
+        return None
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _nest(dotted: dict[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, value in dotted.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise InputError(f"config key '{key}' conflicts with another --set")
+        node[leaf] = value
+    return tree
+
+
+def parse_overrides(assignments: list[str]) -> dict[str, Any]:
+    """Turns ['optim.lr=0.02', ...] into a nested dict; malformed items are an InputError."""
+    dotted = {}
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set expects key=value (e.g. optim.lr=0.02), got '{item}'")
+        dotted[key.strip()] = _parse_value(key.strip(), text.strip())
+    return _nest(dotted)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Reads a TOML file; a missing or malformed file is an InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file '{path}' not found; check the path given to --config")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"malformed TOML in '{path}': {err}; fix the file") from None
+
+
+def build_config(
+    file: str | Path | None = None, overrides: dict[str, Any] | None = None, base: Config | None = None
+) -> Config:
+    """Defaults (or `base`), then the TOML `file`, then nested `overrides`."""
+    config = base or Config()
+    if file is not None:
+        config = _merge(config, load_toml(file))
+    if overrides:
+        config = _merge(config, overrides)
+    return config
+
+
+def config_from_dict(tree: dict[str, Any]) -> Config:
+    """A Config from a nested dict such as `to_dict` returns (used when restoring a run)."""
+    return _merge(Config(), tree)
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def to_toml(config: Config) -> str:
+    """The resolved config as TOML; options that are None are written as comments."""
+    lines: list[str] = []
+
+    def emit(tree: dict[str, Any], section: str) -> None:
+        scalars = {k: v for k, v in tree.items() if not isinstance(v, dict)}
+        tables = {k: v for k, v in tree.items() if isinstance(v, dict)}
+        if section:
+            lines.append(f"\n[{section}]")
+        for key, value in scalars.items():
+            lines.append(f"# {key} = none" if value is None else f"{key} = {_toml_value(value)}")
+        for key, sub in tables.items():
+            emit(sub, f"{section}.{key}" if section else key)
+
+    emit(to_dict(config), "")
+    return "\n".join(lines).strip() + "\n"
+
+
+def config_hash(config: Config) -> str:
+    """Short stable hash of the resolved config (stored in checkpoints)."""
+    return hashlib.sha256(to_toml(config).encode()).hexdigest()[:16]
