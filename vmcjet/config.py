@@ -45,10 +45,11 @@ class PsiformerConfig:
 @dataclass(frozen=True)
 class NetworkConfig:
     kind: str = "ferminet"  # "ferminet" or "psiformer"
+    preset: str = "cpu"  # "cpu": the sizes below; "paper": published sizes (docs/networks.md)
     determinants: int = 4  # number of determinants K
     full_determinant: bool = False  # dense over both spins (True) or block-diagonal by spin
     envelope: str = "isotropic"  # "isotropic" or "anisotropic" exponential envelopes
-    jastrow: bool = False  # multiply by the electron-electron cusp Jastrow (default on for psiformer)
+    jastrow: bool | None = None  # electron-electron cusp Jastrow; None: on for psiformer only
     ferminet: FermiNetConfig = field(default_factory=FermiNetConfig)
     psiformer: PsiformerConfig = field(default_factory=PsiformerConfig)
 
@@ -84,7 +85,9 @@ class OptimConfig:
     damping: float = 1e-3  # SPRING: Tikhonov damping of the sample-space kernel
     momentum: float = 0.9  # SPRING: reuse of the previous direction (mu)
     max_norm: float = 0.1  # SPRING: bound on the squared norm of the step (norm constraint)
-    clip_width: float = 5.0  # local energies clipped to median +/- clip_width * mean |dev| (gradient only)
+    clip_width: float = (
+        5.0  # local energies clipped to median +/- clip_width * mean |dev| (gradient only)
+    )
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,9 @@ def _merge(obj: Any, updates: dict[str, Any], prefix: str = "") -> Any:
         tp = types_[name]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
-                raise InputError(f"config key '{key}' is a section; write [{key}] or {key}.<option>")
+                raise InputError(
+                    f"config key '{key}' is a section; write [{key}] or {key}.<option>"
+                )
             changes[name] = _merge(getattr(obj, name), value, key + ".")
         else:
             changes[name] = _coerce(key, value, tp)
@@ -183,7 +188,8 @@ def _parse_value(key: str, text: str) -> Any:
         return text
 
 
-def _nest(dotted: dict[str, Any]) -> dict[str, Any]:
+def nest(dotted: dict[str, Any]) -> dict[str, Any]:
+    """{'optim.lr': 0.02} -> {'optim': {'lr': 0.02}}; a key that is both a leaf and a section is an error."""
     tree: dict[str, Any] = {}
     for key, value in dotted.items():
         node = tree
@@ -204,7 +210,7 @@ def parse_overrides(assignments: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise InputError(f"--set expects key=value (e.g. optim.lr=0.02), got '{item}'")
         dotted[key.strip()] = _parse_value(key.strip(), text.strip())
-    return _nest(dotted)
+    return nest(dotted)
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -219,7 +225,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def build_config(
-    file: str | Path | None = None, overrides: dict[str, Any] | None = None, base: Config | None = None
+    file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    base: Config | None = None,
 ) -> Config:
     """Defaults (or `base`), then the TOML `file`, then nested `overrides`."""
     config = base or Config()

@@ -1,0 +1,51 @@
+"""Input features: electron-nucleus and electron-electron vectors and distances (bohr).
+
+The self-distances r_ii are built as sqrt(|r_i - r_i|^2 + 1) * 0 so that they are exactly zero
+with finite derivatives of every order (a plain norm has an infinite derivative at zero, which
+would poison the gradient and Laplacian of everything downstream with NaN).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def electron_nucleus(electrons: jax.Array, coords: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Electron-nucleus vectors and distances.
+
+    Args:
+        electrons: (n, 3) electron positions, bohr.
+        coords: (n_atoms, 3) nuclear positions, bohr.
+
+    Returns:
+        ae: (n, n_atoms, 3) vectors r_i - R_I, bohr.
+        r_ae: (n, n_atoms, 1) distances |r_i - R_I|, bohr.
+    """
+    ae = electrons[:, None, :] - coords[None, :, :]
+    r_ae = jnp.sqrt(jnp.sum(ae * ae, axis=-1, keepdims=True))
+    return ae, r_ae
+
+
+def electron_electron(electrons: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Electron-electron vectors and distances with a smooth zero diagonal.
+
+    Args:
+        electrons: (n, 3) electron positions, bohr.
+
+    Returns:
+        ee: (n, n, 3) vectors r_i - r_j, bohr.
+        r_ee: (n, n, 1) distances |r_i - r_j| (exactly 0 on the diagonal), bohr.
+    """
+    n = electrons.shape[0]
+    eye = np.eye(n, dtype=electrons.dtype)[:, :, None]
+    ee = electrons[:, None, :] - electrons[None, :, :]
+    r_ee = jnp.sqrt(jnp.sum(ee * ee, axis=-1, keepdims=True) + eye) * (1.0 - eye)
+    return ee, r_ee
+
+
+def spin_groups(n_alpha: int, n_beta: int) -> tuple[tuple[int, int], ...]:
+    """(start, stop) electron index ranges of the non-empty spin channels, alpha first."""
+    groups = ((0, n_alpha), (n_alpha, n_alpha + n_beta))
+    return tuple((a, b) for a, b in groups if b > a)

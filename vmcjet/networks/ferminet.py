@@ -1,0 +1,97 @@
+"""FermiNet backbone (Pfau et al., Phys. Rev. Research 2, 033429, 2020).
+
+Inputs: one-electron features h_i^0 = [r_i - R_I, |r_i - R_I|]_I (4 n_atoms) and two-electron
+features g_ij^0 = [r_i - r_j, |r_i - r_j|] (4). Interaction layer l mixes each electron's stream
+with spin-resolved means over the non-empty spin channels s (G = 1 or 2 of them):
+
+    f_i = [h_i, mean_{j in s} h_j (each s), mean_{j in s} g_ij (each s)]
+    h_i <- tanh(V f_i + b)   (+ h_i when the widths match)
+    g_ij <- tanh(W g_ij + c) (+ g_ij when the widths match; not after the last layer)
+
+Parameters: one-electron layer l has ((1 + G) d1 + G d2) H1 + H1 with (d1, d2) its input widths;
+pair layer l < L - 1 has d2 H2 + H2. The output is h^L, shape (n, H1).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from vmcjet.config import FermiNetConfig
+from vmcjet.networks.features import electron_electron
+from vmcjet.networks.layers import dense, dense_size, init_dense
+
+
+def _layer_widths(cfg: FermiNetConfig, n_atoms: int, n_groups: int) -> list[tuple[int, int, bool]]:
+    """Per layer: (one-electron input width, pair input width, has a pair update)."""
+    d1, d2 = 4 * n_atoms, 4
+    widths = []
+    for layer in range(cfg.layers):
+        widths.append(((1 + n_groups) * d1 + n_groups * d2, d2, layer < cfg.layers - 1))
+        d1, d2 = cfg.hidden_one, cfg.hidden_two
+    return widths
+
+
+def init_ferminet(key: jax.Array, cfg: FermiNetConfig, n_atoms: int, n_groups: int, *, dtype):
+    """Parameters: a list of {"one": dense, "two": dense (all but the last layer)}."""
+    layers = []
+    for key_l, (n_one, n_two, has_two) in zip(
+        jax.random.split(key, cfg.layers), _layer_widths(cfg, n_atoms, n_groups), strict=True
+    ):
+        key_one, key_two = jax.random.split(key_l)
+        layer = {"one": init_dense(key_one, n_one, cfg.hidden_one, dtype=dtype)}
+        if has_two:
+            layer["two"] = init_dense(key_two, n_two, cfg.hidden_two, dtype=dtype)
+        layers.append(layer)
+    return layers
+
+
+def ferminet_size(cfg: FermiNetConfig, n_atoms: int, n_groups: int) -> int:
+    """Number of parameters of `init_ferminet`."""
+    return sum(
+        dense_size(n_one, cfg.hidden_one) + (dense_size(n_two, cfg.hidden_two) if has_two else 0)
+        for n_one, n_two, has_two in _layer_widths(cfg, n_atoms, n_groups)
+    )
+
+
+def _mix(h: jax.Array, g: jax.Array, groups: tuple[tuple[int, int], ...]) -> jax.Array:
+    """[h_i, spin means of h, spin means of g_i.] for each electron: (n, (1+G) d1 + G d2)."""
+    n = h.shape[0]
+    means_h = [jnp.mean(h[a:b], axis=0, keepdims=True) for a, b in groups]
+    parts = [h] + [jnp.broadcast_to(m, (n, m.shape[1])) for m in means_h]
+    parts += [jnp.mean(g[:, a:b], axis=1) for a, b in groups]
+    return jnp.concatenate(parts, axis=1)
+
+
+def _residual(new: jax.Array, old: jax.Array) -> jax.Array:
+    return new + old if new.shape == old.shape else new
+
+
+def apply_ferminet(
+    params: list[dict],
+    electrons: jax.Array,
+    ae: jax.Array,
+    r_ae: jax.Array,
+    groups: tuple[tuple[int, int], ...],
+) -> jax.Array:
+    """Final one-electron features.
+
+    Args:
+        params: from `init_ferminet`.
+        electrons: (n, 3) positions, bohr, alpha first.
+        ae: (n, n_atoms, 3) electron-nucleus vectors, bohr.
+        r_ae: (n, n_atoms, 1) electron-nucleus distances, bohr.
+        groups: (start, stop) of each non-empty spin channel.
+
+    Returns:
+        (n, hidden_one) features h^L.
+    """
+    n = electrons.shape[0]
+    h = jnp.concatenate([ae, r_ae], axis=2).reshape(n, -1)
+    g = jnp.concatenate(electron_electron(electrons), axis=2)
+    for layer in params:
+        h_new = _residual(jnp.tanh(dense(layer["one"], _mix(h, g, groups))), h)
+        if "two" in layer:
+            g = _residual(jnp.tanh(dense(layer["two"], g)), g)
+        h = h_new
+    return h

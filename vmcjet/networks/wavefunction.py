@@ -1,0 +1,158 @@
+"""make_wavefunction: a backbone (FermiNet or Psiformer) -> orbitals -> determinants (-> Jastrow).
+
+    psi(r) = exp(J(r)) sum_k det[phi_kj(r_i)]
+
+`apply` returns (sign, log|psi|) for one walker; batch it with `jax.vmap`. Parameters are cast to
+the electrons' dtype inside `apply`, so float32 parameters can be evaluated in float64.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vmcjet.config import FermiNetConfig, NetworkConfig, PsiformerConfig
+from vmcjet.errors import InputError
+from vmcjet.molecule import Molecule
+from vmcjet.networks.determinants import dense_matrices, log_determinants, signed_log_sum
+from vmcjet.networks.envelopes import check_envelope
+from vmcjet.networks.features import electron_nucleus, spin_groups
+from vmcjet.networks.ferminet import apply_ferminet, ferminet_size, init_ferminet
+from vmcjet.networks.jastrow import apply_jastrow, init_jastrow
+from vmcjet.networks.orbitals import apply_orbitals, init_orbitals, orbital_widths, orbitals_size
+from vmcjet.networks.psiformer import apply_psiformer, init_psiformer, model_width, psiformer_size
+
+# Published sizes: FermiNet (Pfau et al. 2020) and Psiformer (von Glehn et al. 2023).
+PAPER_SIZES = {
+    "ferminet": {"determinants": 16, "ferminet": FermiNetConfig(256, 32, 4)},
+    "psiformer": {"determinants": 16, "psiformer": PsiformerConfig(4, 4, 64)},
+}
+
+
+class Wavefunction(NamedTuple):
+    """Pure functions of a neural wavefunction.
+
+    init(*, key, dtype=jnp.float32) -> params (a pytree of arrays).
+    apply(params, electrons (n, 3) bohr) -> (sign, log|psi|) scalars.
+    orbitals(params, electrons (n, 3) bohr) -> (K, n, n) orbital matrices [k, i, j] = phi_kj(r_i).
+    """
+
+    init: Callable[..., dict]
+    apply: Callable[[dict, jax.Array], tuple[jax.Array, jax.Array]]
+    orbitals: Callable[[dict, jax.Array], jax.Array]
+
+
+def resolve_config(cfg: NetworkConfig) -> NetworkConfig:
+    """Validates the options and applies the preset; returns the config actually built."""
+    if cfg.kind not in PAPER_SIZES:
+        raise InputError(f"unknown network.kind '{cfg.kind}'; use 'ferminet' or 'psiformer'")
+    check_envelope(cfg.envelope)
+    if cfg.preset == "paper":
+        default = NetworkConfig()
+        sizes = PAPER_SIZES[cfg.kind]
+        changed = [k for k in sizes if getattr(cfg, k) != getattr(default, k)]
+        if changed:
+            raise InputError(
+                f"network.preset='paper' sets network.{changed[0]}; remove that override "
+                "or use preset='cpu'"
+            )
+        cfg = dataclasses.replace(cfg, **sizes)
+    elif cfg.preset != "cpu":
+        raise InputError(f"unknown network.preset '{cfg.preset}'; use 'cpu' or 'paper'")
+    sizes = [cfg.determinants, *dataclasses.astuple(getattr(cfg, cfg.kind))]
+    if min(sizes) < 1:
+        raise InputError(f"network sizes must be >= 1, got {sizes} for {cfg.kind}; fix the config")
+    if cfg.jastrow is None:
+        cfg = dataclasses.replace(cfg, jastrow=cfg.kind == "psiformer")
+    return cfg
+
+
+def _width(cfg: NetworkConfig) -> int:
+    return cfg.ferminet.hidden_one if cfg.kind == "ferminet" else model_width(cfg.psiformer)
+
+
+def parameter_count(cfg: NetworkConfig, molecule: Molecule) -> int:
+    """Number of scalar parameters, from the formulas in docs/networks.md."""
+    cfg = resolve_config(cfg)
+    n_atoms = len(molecule.symbols)
+    groups = spin_groups(molecule.n_alpha, molecule.n_beta)
+    if cfg.kind == "ferminet":
+        backbone = ferminet_size(cfg.ferminet, n_atoms, len(groups))
+    else:
+        backbone = psiformer_size(cfg.psiformer, n_atoms)
+    orbitals = orbitals_size(
+        width=_width(cfg),
+        n_atoms=n_atoms,
+        n_dets=cfg.determinants,
+        n_orbs=orbital_widths(groups, cfg.full_determinant),
+        envelope=cfg.envelope,
+    )
+    return backbone + orbitals + (2 if cfg.jastrow else 0)
+
+
+def make_wavefunction(network_config: NetworkConfig, molecule: Molecule) -> Wavefunction:
+    """The wavefunction of `molecule` described by `network_config` (see the module docstring)."""
+    cfg = resolve_config(network_config)
+    n_alpha, n_beta = molecule.n_alpha, molecule.n_beta
+    if n_alpha < 1 or n_beta < 0:
+        raise InputError(
+            f"{molecule.name}: need n_alpha >= 1 and n_beta >= 0, got {n_alpha}, {n_beta}; "
+            "check the charge and spin (2S = N_alpha - N_beta >= 0)"
+        )
+    groups = spin_groups(n_alpha, n_beta)
+    n_atoms = len(molecule.symbols)
+    coords = np.asarray(molecule.coords, dtype=np.float64)
+    n_orbs = orbital_widths(groups, cfg.full_determinant)
+
+    def init(*, key: jax.Array, dtype=jnp.float32) -> dict:
+        key_backbone, key_orbitals = jax.random.split(key)
+        if cfg.kind == "ferminet":
+            backbone = init_ferminet(key_backbone, cfg.ferminet, n_atoms, len(groups), dtype=dtype)
+        else:
+            backbone = init_psiformer(key_backbone, cfg.psiformer, n_atoms, dtype=dtype)
+        params = {
+            "backbone": backbone,
+            "orbitals": init_orbitals(
+                key_orbitals,
+                width=_width(cfg),
+                n_atoms=n_atoms,
+                n_dets=cfg.determinants,
+                n_orbs=n_orbs,
+                envelope=cfg.envelope,
+                dtype=dtype,
+            ),
+        }
+        if cfg.jastrow:
+            params["jastrow"] = init_jastrow(dtype=dtype)
+        return params
+
+    def blocks(params: dict, electrons: jax.Array) -> list[jax.Array]:
+        ae, r_ae = electron_nucleus(electrons, coords.astype(electrons.dtype))
+        if cfg.kind == "ferminet":
+            h = apply_ferminet(params["backbone"], electrons, ae, r_ae, groups)
+        else:
+            h = apply_psiformer(params["backbone"], cfg.psiformer, ae, r_ae, n_alpha)
+        return apply_orbitals(params["orbitals"], h, ae, r_ae, groups, cfg.determinants)
+
+    def apply(params: dict, electrons: jax.Array) -> tuple[jax.Array, jax.Array]:
+        params = _cast(params, electrons.dtype)
+        signs, logs = log_determinants(blocks(params, electrons), cfg.full_determinant)
+        sign, log_abs = signed_log_sum(signs, logs)
+        if cfg.jastrow:
+            log_abs = log_abs + apply_jastrow(params["jastrow"], electrons, n_alpha, n_beta)
+        return sign, log_abs
+
+    def orbitals(params: dict, electrons: jax.Array) -> jax.Array:
+        params = _cast(params, electrons.dtype)
+        return dense_matrices(blocks(params, electrons), cfg.full_determinant)
+
+    return Wavefunction(init=init, apply=apply, orbitals=orbitals)
+
+
+def _cast(params: dict, dtype) -> dict:
+    return jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
