@@ -85,9 +85,7 @@ class OptimConfig:
     damping: float = 1e-3  # SPRING: Tikhonov damping of the sample-space kernel
     momentum: float = 0.9  # SPRING: reuse of the previous direction (mu)
     max_norm: float = 0.1  # SPRING: bound on the squared norm of the step (norm constraint)
-    clip_width: float = (
-        5.0  # local energies clipped to median +/- clip_width * mean |dev| (gradient only)
-    )
+    clip_width: float = 5.0  # gradient only: E_L clipped to median +/- clip_width * mean |dev|
 
 
 @dataclass(frozen=True)
@@ -189,7 +187,7 @@ def _parse_value(key: str, text: str) -> Any:
 
 
 def nest(dotted: dict[str, Any]) -> dict[str, Any]:
-    """{'optim.lr': 0.02} -> {'optim': {'lr': 0.02}}; a key that is both a leaf and a section is an error."""
+    """{'optim.lr': 0.02} -> {'optim': {'lr': 0.02}}; a key both leaf and section is an error."""
     tree: dict[str, Any] = {}
     for key, value in dotted.items():
         node = tree
@@ -198,6 +196,8 @@ def nest(dotted: dict[str, Any]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise InputError(f"config key '{key}' conflicts with another --set")
+        if isinstance(node.get(leaf), dict):
+            raise InputError(f"config key '{key}' is a section; set one of its options instead")
         node[leaf] = value
     return tree
 

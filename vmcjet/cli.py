@@ -1,0 +1,191 @@
+"""The `vmcjet` command line: `vmcjet molecules [NAME]` and `vmcjet run ...`.
+
+Every `VmcjetError` (bad molecule, bad config, bad flag, unusable checkpoint) ends the program with
+`vmcjet: error: <one line>` on stderr and exit status 2, never a traceback. The molecule is loaded
+and validated before anything else; the optimisation itself lives in `vmcjet.driver`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from vmcjet import config as config_lib
+from vmcjet.config import Config
+from vmcjet.errors import InputError, VmcjetError
+from vmcjet.molecule import (
+    Molecule,
+    catalogue_names,
+    load_molecule,
+    min_internuclear_distance,
+)
+from vmcjet.units import ANGSTROM_PER_BOHR
+
+NETWORK_KINDS = ("ferminet", "psiformer")  # values of network.kind
+
+# `vmcjet run` flag (argparse dest) -> the config key it sets.
+FLAG_KEYS = {
+    "molecule": "system.molecule",
+    "charge": "system.charge",
+    "spin": "system.spin",
+    "steps": "steps",
+    "network": "network.kind",
+    "batch_size": "batch_size",
+    "seed": "seed",
+    "laplacian": "laplacian.method",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are InputErrors (one line, exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(f"{message}; see `{self.prog} --help`")
+
+
+def _add_run_parser(commands: Any) -> None:
+    run = commands.add_parser("run", help="optimise a wavefunction")
+    run.add_argument("--molecule", help="catalogue name, molecule .toml or .xyz file (angstrom)")
+    run.add_argument("--charge", type=int, help="total charge (e), overrides the molecule's")
+    run.add_argument("--spin", type=int, help="2S = N_alpha - N_beta, overrides the molecule's")
+    run.add_argument("--steps", type=int, help="optimisation steps")
+    run.add_argument("--network", help=f"network kind: {', '.join(NETWORK_KINDS)}")
+    run.add_argument("--batch-size", type=int, help="number of walkers")
+    run.add_argument("--seed", type=int, help="root random seed")
+    run.add_argument("--laplacian", help="Laplacian method (laplacian.method)")
+    run.add_argument("--out", help="run folder to create (default runs/<molecule>-<time>)")
+    run.add_argument("--config", help="TOML file with config options")
+    run.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override one option"
+    )
+    run.add_argument("--print-config", action="store_true", help="print the config and exit")
+    run.add_argument("--resume", metavar="RUN_FOLDER", help="continue a run from its checkpoint")
+    run.add_argument(
+        "--reinit-walkers", action="store_true", help="with --resume: fresh walkers and burn-in"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vmcjet", description="Variational Monte Carlo for molecules (JAX).")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    molecules = commands.add_parser("molecules", help="list the catalogue or show one molecule")
+    molecules.add_argument("molecule", nargs="?", help="catalogue name, .toml or .xyz file")
+    _add_run_parser(commands)
+    return parser
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    dotted = {key: getattr(args, dest) for dest, key in FLAG_KEYS.items()}
+    return config_lib.nest({k: v for k, v in dotted.items() if v is not None})
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    """Defaults (or the resumed run's config) <- --config file <- flags <- --set."""
+    base = None
+    if args.resume is not None:
+        from vmcjet import runfolder
+
+        base = runfolder.read_config(runfolder.existing_run_folder(args.resume))
+    config = config_lib.build_config(args.config, _flag_overrides(args), base=base)
+    return config_lib.build_config(None, config_lib.parse_overrides(args.set), base=config)
+
+
+def check_choices(config: Config) -> None:
+    """Names that must come from a fixed list: network.kind and laplacian.method."""
+    if config.network.kind not in NETWORK_KINDS:
+        raise InputError(
+            f"unknown network kind '{config.network.kind}' (--network / network.kind); "
+            f"choose one of: {', '.join(NETWORK_KINDS)}"
+        )
+    from vmcjet.laplacian.methods import laplacian_method
+
+    try:
+        laplacian_method(config.laplacian.method)
+    except InputError as err:
+        raise InputError(f"{err} (--laplacian / laplacian.method)") from None
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    config = resolve_config(args)
+    system = config.system
+    molecule = load_molecule(system.molecule, charge=system.charge, spin=system.spin)
+    if args.print_config:
+        print(config_lib.to_toml(config), end="")
+        return 0
+    check_choices(config)
+    from vmcjet import driver
+
+    driver.run(
+        config,
+        molecule,
+        out=args.out,
+        resume=args.resume,
+        reinit_walkers=args.reinit_walkers,
+        argv=list(argv),
+    )
+    return 0
+
+
+def _best_reference(molecule: Molecule) -> str:
+    if not molecule.references:
+        return "-"
+    ref = next((r for r in molecule.references if r.kind == "exact"), molecule.references[0])
+    return f"{ref.energy:.6f} ({ref.kind})"
+
+
+def format_catalogue() -> str:
+    """The catalogue as a table: name, electrons, spin, best reference energy (hartree)."""
+    molecules = [load_molecule(name) for name in catalogue_names()]
+    molecules.sort(key=lambda m: (len(m.symbols) > 1, m.n_electrons, m.name.lower()))
+    lines = [f"{'name':<6} {'electrons':>9} {'spin':>4}  reference energy (Ha)"]
+    for m in molecules:
+        lines.append(f"{m.name:<6} {m.n_electrons:>9} {m.spin:>4}  {_best_reference(m)}")
+    lines.append("spin = 2S = N_alpha - N_beta; `vmcjet molecules NAME` shows one system.")
+    return "\n".join(lines)
+
+
+def format_molecule(molecule: Molecule) -> str:
+    """One molecule: charge, spin, electrons, coordinates (bohr and angstrom), references."""
+    m = molecule
+    lines = [
+        f"{m.name}: {m.n_electrons} electrons ({m.n_alpha} alpha, {m.n_beta} beta), "
+        f"charge {m.charge}, spin 2S = {m.spin}",
+        f"geometry: {m.geometry_source or '-'}",
+        f"{'atom':<5} {'x':>10} {'y':>10} {'z':>10}   (bohr)   "
+        f"{'x':>9} {'y':>9} {'z':>9}   (angstrom)",
+    ]
+    for symbol, xyz in zip(m.symbols, m.coords, strict=True):
+        bohr = " ".join(f"{v:>10.5f}" for v in xyz)
+        angstrom = " ".join(f"{v * ANGSTROM_PER_BOHR:>9.5f}" for v in xyz)
+        lines.append(f"{symbol:<5} {bohr}            {angstrom}")
+    distance = min_internuclear_distance(m)
+    if distance is not None:
+        lines.append(
+            f"minimum internuclear distance: {distance:.5f} bohr "
+            f"({distance * ANGSTROM_PER_BOHR:.5f} angstrom)"
+        )
+        lines.append(f"nuclear repulsion: {m.nuclear_repulsion:.6f} Ha")
+    for ref in m.references:
+        lines.append(f"reference: {ref.energy:.6f} Ha ({ref.kind}) {ref.source}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `vmcjet` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "molecules":
+            text = (
+                format_catalogue()
+                if args.molecule is None
+                else format_molecule(load_molecule(args.molecule))
+            )
+            print(text)
+            return 0
+        return _run(args, argv)
+    except VmcjetError as err:
+        print(f"vmcjet: error: {err}", file=sys.stderr)
+        return 2
