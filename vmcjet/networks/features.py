@@ -45,6 +45,21 @@ def electron_electron(electrons: jax.Array) -> tuple[jax.Array, jax.Array]:
     return ee, r_ee
 
 
+INPUTS = ("vectors", "distances")
+
+
+def input_width(inputs: str) -> int:
+    """Features per nucleus or per pair: 4 for "vectors" (x, y, z, r), 1 for "distances" (r)."""
+    return 4 if inputs == "vectors" else 1
+
+
+def stack_inputs(vectors: jax.Array, distances: jax.Array, inputs: str) -> jax.Array:
+    """[vectors, distances] (..., 4) or distances alone (..., 1), per `inputs`."""
+    if inputs == "vectors":
+        return jnp.concatenate([vectors, distances], axis=-1)
+    return distances
+
+
 def spin_groups(n_alpha: int, n_beta: int) -> tuple[tuple[int, int], ...]:
     """(start, stop) electron index ranges of the non-empty spin channels, alpha first."""
     groups = ((0, n_alpha), (n_alpha, n_alpha + n_beta))

@@ -1,8 +1,9 @@
 """FermiNet backbone (Pfau et al., Phys. Rev. Research 2, 033429, 2020).
 
-Inputs: one-electron features h_i^0 = [r_i - R_I, |r_i - R_I|]_I (4 n_atoms) and two-electron
-features g_ij^0 = [r_i - r_j, |r_i - r_j|] (4). Interaction layer l mixes each electron's stream
-with spin-resolved means over the non-empty spin channels s (G = 1 or 2 of them):
+Inputs: one-electron features h_i^0 = [r_i - R_I, |r_i - R_I|]_I (f n_atoms) and two-electron
+features g_ij^0 = [r_i - r_j, |r_i - r_j|] (f), f = 4; with inputs = "distances" only the
+distances (f = 1), which makes the network invariant under rotations. Interaction layer l mixes
+each electron's stream with spin-resolved means over the non-empty spin channels s (G = 1 or 2):
 
     f_i = [h_i, mean_{j in s} h_j (each s), mean_{j in s} g_ij (each s)]
     h_i <- tanh(V f_i + b)   (+ h_i when the widths match)
@@ -18,13 +19,17 @@ import jax
 import jax.numpy as jnp
 
 from vmcjet.config import FermiNetConfig
-from vmcjet.networks.features import electron_electron
+from vmcjet.networks.features import electron_electron, stack_inputs
 from vmcjet.networks.layers import dense, dense_size, init_dense
 
 
-def _layer_widths(cfg: FermiNetConfig, n_atoms: int, n_groups: int) -> list[tuple[int, int, bool]]:
-    """Per layer: (one-electron input width, pair input width, has a pair update)."""
-    d1, d2 = 4 * n_atoms, 4
+def _layer_widths(cfg: FermiNetConfig, shape: tuple[int, int, int]) -> list[tuple[int, int, bool]]:
+    """Per layer: (one-electron input width, pair input width, has a pair update).
+
+    `shape` is (n_atoms, number of spin channels G, features per nucleus f).
+    """
+    n_atoms, n_groups, f = shape
+    d1, d2 = f * n_atoms, f
     widths = []
     for layer in range(cfg.layers):
         widths.append(((1 + n_groups) * d1 + n_groups * d2, d2, layer < cfg.layers - 1))
@@ -32,11 +37,14 @@ def _layer_widths(cfg: FermiNetConfig, n_atoms: int, n_groups: int) -> list[tupl
     return widths
 
 
-def init_ferminet(key: jax.Array, cfg: FermiNetConfig, n_atoms: int, n_groups: int, *, dtype):
-    """Parameters: a list of {"one": dense, "two": dense (all but the last layer)}."""
+def init_ferminet(key: jax.Array, cfg: FermiNetConfig, shape: tuple[int, int, int], *, dtype):
+    """Parameters: a list of {"one": dense, "two": dense (all but the last layer)}.
+
+    `shape` is (n_atoms, number of spin channels G, features per nucleus f).
+    """
     layers = []
     for key_l, (n_one, n_two, has_two) in zip(
-        jax.random.split(key, cfg.layers), _layer_widths(cfg, n_atoms, n_groups), strict=True
+        jax.random.split(key, cfg.layers), _layer_widths(cfg, shape), strict=True
     ):
         key_one, key_two = jax.random.split(key_l)
         layer = {"one": init_dense(key_one, n_one, cfg.hidden_one, dtype=dtype)}
@@ -46,11 +54,11 @@ def init_ferminet(key: jax.Array, cfg: FermiNetConfig, n_atoms: int, n_groups: i
     return layers
 
 
-def ferminet_size(cfg: FermiNetConfig, n_atoms: int, n_groups: int) -> int:
+def ferminet_size(cfg: FermiNetConfig, shape: tuple[int, int, int]) -> int:
     """Number of parameters of `init_ferminet`."""
     return sum(
         dense_size(n_one, cfg.hidden_one) + (dense_size(n_two, cfg.hidden_two) if has_two else 0)
-        for n_one, n_two, has_two in _layer_widths(cfg, n_atoms, n_groups)
+        for n_one, n_two, has_two in _layer_widths(cfg, shape)
     )
 
 
@@ -73,6 +81,7 @@ def apply_ferminet(
     ae: jax.Array,
     r_ae: jax.Array,
     groups: tuple[tuple[int, int], ...],
+    inputs: str,
 ) -> jax.Array:
     """Final one-electron features.
 
@@ -82,13 +91,14 @@ def apply_ferminet(
         ae: (n, n_atoms, 3) electron-nucleus vectors, bohr.
         r_ae: (n, n_atoms, 1) electron-nucleus distances, bohr.
         groups: (start, stop) of each non-empty spin channel.
+        inputs: "vectors" or "distances" (see the module docstring).
 
     Returns:
         (n, hidden_one) features h^L.
     """
     n = electrons.shape[0]
-    h = jnp.concatenate([ae, r_ae], axis=2).reshape(n, -1)
-    g = jnp.concatenate(electron_electron(electrons), axis=2)
+    h = stack_inputs(ae, r_ae, inputs).reshape(n, -1)
+    g = stack_inputs(*electron_electron(electrons), inputs)
     for layer in params:
         h_new = _residual(jnp.tanh(dense(layer["one"], _mix(h, g, groups))), h)
         if "two" in layer:

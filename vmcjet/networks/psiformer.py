@@ -1,13 +1,14 @@
 """Psiformer backbone (von Glehn, Spencer, Pfau, ICLR 2023): self-attention over electrons.
 
 Embedding: per electron, x_i = [(r_i - R_I) log(1 + |r_i - R_I|) / |r_i - R_I|,
-log(1 + |r_i - R_I|)]_I and its spin (+1 alpha, -1 beta), 4 n_atoms + 1 inputs, mapped linearly to
-the model width D = heads * head_dim. Each of the L layers (pre-LayerNorm):
+log(1 + |r_i - R_I|)]_I and its spin (+1 alpha, -1 beta), f n_atoms + 1 inputs (f = 4; f = 1 with
+inputs = "distances", which keeps only the log-distances and makes the network rotation invariant),
+mapped linearly to the model width D = heads * head_dim. Each of the L layers (pre-LayerNorm):
 
     h <- h + W_o concat_heads softmax(q k^T / sqrt(head_dim)) v,   q, k, v = LN(h) W_{q,k,v}
     h <- h + tanh(W LN(h) + b)
 
-Parameters: (4 n_atoms + 2) D for the embedding, then 5 D^2 + 5 D per layer (two LayerNorms 4 D,
+Parameters: (f n_atoms + 2) D for the embedding, then 5 D^2 + 5 D per layer (two LayerNorms 4 D,
 q/k/v/o projections without bias 4 D^2, MLP D^2 + D). The output is h^L, shape (n, D).
 """
 
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vmcjet.config import PsiformerConfig
+from vmcjet.networks.features import stack_inputs
 from vmcjet.networks.layers import dense, init_dense, init_layer_norm, layer_norm
 
 
@@ -25,10 +27,10 @@ def model_width(cfg: PsiformerConfig) -> int:
     return cfg.heads * cfg.head_dim
 
 
-def init_psiformer(key: jax.Array, cfg: PsiformerConfig, n_atoms: int, *, dtype) -> dict:
+def init_psiformer(key: jax.Array, cfg: PsiformerConfig, n_inputs: int, *, dtype) -> dict:
     """Parameters: {"embed": dense, "layers": [{"ln_attn", "q", "k", "v", "o", "ln_mlp", "mlp"}]}.
 
-    The q, k, v, o projections have no bias.
+    `n_inputs` = f n_atoms features per electron. The q, k, v, o projections have no bias.
     """
     width = model_width(cfg)
     key_embed, *keys = jax.random.split(key, 1 + cfg.layers)
@@ -46,13 +48,13 @@ def init_psiformer(key: jax.Array, cfg: PsiformerConfig, n_atoms: int, *, dtype)
                 "mlp": init_dense(km, width, width, dtype=dtype),
             }
         )
-    return {"embed": init_dense(key_embed, 4 * n_atoms + 1, width, dtype=dtype), "layers": layers}
+    return {"embed": init_dense(key_embed, n_inputs + 1, width, dtype=dtype), "layers": layers}
 
 
-def psiformer_size(cfg: PsiformerConfig, n_atoms: int) -> int:
+def psiformer_size(cfg: PsiformerConfig, n_inputs: int) -> int:
     """Number of parameters of `init_psiformer`."""
     width = model_width(cfg)
-    return (4 * n_atoms + 2) * width + cfg.layers * (5 * width * width + 5 * width)
+    return (n_inputs + 2) * width + cfg.layers * (5 * width * width + 5 * width)
 
 
 def _attention(layer: dict, x: jax.Array, heads: int) -> jax.Array:
@@ -73,6 +75,7 @@ def apply_psiformer(
     ae: jax.Array,
     r_ae: jax.Array,
     n_alpha: int,
+    inputs: str,
 ) -> jax.Array:
     """Final electron features.
 
@@ -82,6 +85,7 @@ def apply_psiformer(
         ae: (n, n_atoms, 3) electron-nucleus vectors, bohr.
         r_ae: (n, n_atoms, 1) electron-nucleus distances, bohr.
         n_alpha: number of alpha electrons (the first rows).
+        inputs: "vectors" or "distances" (see the module docstring).
 
     Returns:
         (n, heads * head_dim) features h^L.
@@ -89,7 +93,8 @@ def apply_psiformer(
     n = ae.shape[0]
     log_r = jnp.log1p(r_ae)
     spin = np.where(np.arange(n) < n_alpha, 1.0, -1.0)[:, None].astype(ae.dtype)
-    x = jnp.concatenate([(ae * (log_r / r_ae)).reshape(n, -1), log_r.reshape(n, -1), spin], axis=1)
+    x = stack_inputs(ae * (log_r / r_ae), log_r, inputs).reshape(n, -1)
+    x = jnp.concatenate([x, spin], axis=1)
     h = dense(params["embed"], x)
     for layer in params["layers"]:
         h = h + _attention(layer, layer_norm(layer["ln_attn"], h), cfg.heads)

@@ -21,7 +21,7 @@ from vmcjet.errors import InputError
 from vmcjet.molecule import Molecule
 from vmcjet.networks.determinants import dense_matrices, log_determinants, signed_log_sum
 from vmcjet.networks.envelopes import check_envelope
-from vmcjet.networks.features import electron_nucleus, spin_groups
+from vmcjet.networks.features import INPUTS, electron_nucleus, input_width, spin_groups
 from vmcjet.networks.ferminet import apply_ferminet, ferminet_size, init_ferminet
 from vmcjet.networks.jastrow import apply_jastrow, init_jastrow
 from vmcjet.networks.orbitals import apply_orbitals, init_orbitals, orbital_widths, orbitals_size
@@ -52,6 +52,8 @@ def resolve_config(cfg: NetworkConfig) -> NetworkConfig:
     if cfg.kind not in PAPER_SIZES:
         raise InputError(f"unknown network.kind '{cfg.kind}'; use 'ferminet' or 'psiformer'")
     check_envelope(cfg.envelope)
+    if cfg.inputs not in INPUTS:
+        raise InputError(f"unknown network.inputs '{cfg.inputs}'; use 'vectors' or 'distances'")
     if cfg.preset == "paper":
         default = NetworkConfig()
         sizes = PAPER_SIZES[cfg.kind]
@@ -81,10 +83,11 @@ def parameter_count(cfg: NetworkConfig, molecule: Molecule) -> int:
     cfg = resolve_config(cfg)
     n_atoms = len(molecule.symbols)
     groups = spin_groups(molecule.n_alpha, molecule.n_beta)
+    f = input_width(cfg.inputs)
     if cfg.kind == "ferminet":
-        backbone = ferminet_size(cfg.ferminet, n_atoms, len(groups))
+        backbone = ferminet_size(cfg.ferminet, (n_atoms, len(groups), f))
     else:
-        backbone = psiformer_size(cfg.psiformer, n_atoms)
+        backbone = psiformer_size(cfg.psiformer, f * n_atoms)
     orbitals = orbitals_size(
         width=_width(cfg),
         n_atoms=n_atoms,
@@ -108,13 +111,15 @@ def make_wavefunction(network_config: NetworkConfig, molecule: Molecule) -> Wave
     n_atoms = len(molecule.symbols)
     coords = np.asarray(molecule.coords, dtype=np.float64)
     n_orbs = orbital_widths(groups, cfg.full_determinant)
+    f = input_width(cfg.inputs)
 
     def init(*, key: jax.Array, dtype=jnp.float32) -> dict:
         key_backbone, key_orbitals = jax.random.split(key)
         if cfg.kind == "ferminet":
-            backbone = init_ferminet(key_backbone, cfg.ferminet, n_atoms, len(groups), dtype=dtype)
+            shape = (n_atoms, len(groups), f)
+            backbone = init_ferminet(key_backbone, cfg.ferminet, shape, dtype=dtype)
         else:
-            backbone = init_psiformer(key_backbone, cfg.psiformer, n_atoms, dtype=dtype)
+            backbone = init_psiformer(key_backbone, cfg.psiformer, f * n_atoms, dtype=dtype)
         params = {
             "backbone": backbone,
             "orbitals": init_orbitals(
@@ -134,9 +139,9 @@ def make_wavefunction(network_config: NetworkConfig, molecule: Molecule) -> Wave
     def blocks(params: dict, electrons: jax.Array) -> list[jax.Array]:
         ae, r_ae = electron_nucleus(electrons, coords.astype(electrons.dtype))
         if cfg.kind == "ferminet":
-            h = apply_ferminet(params["backbone"], electrons, ae, r_ae, groups)
+            h = apply_ferminet(params["backbone"], electrons, ae, r_ae, groups, cfg.inputs)
         else:
-            h = apply_psiformer(params["backbone"], cfg.psiformer, ae, r_ae, n_alpha)
+            h = apply_psiformer(params["backbone"], cfg.psiformer, ae, r_ae, n_alpha, cfg.inputs)
         return apply_orbitals(params["orbitals"], h, ae, r_ae, groups, cfg.determinants)
 
     def apply(params: dict, electrons: jax.Array) -> tuple[jax.Array, jax.Array]:
