@@ -30,8 +30,8 @@ class SystemConfig:
 
 @dataclass(frozen=True)
 class FermiNetConfig:
-    hidden_one: int = 32  # width of the one-electron stream
-    hidden_two: int = 8  # width of the two-electron (pair) stream
+    hidden_one: int = 64  # width of the one-electron stream
+    hidden_two: int = 16  # width of the two-electron (pair) stream
     layers: int = 3  # number of interaction layers
 
 
@@ -39,7 +39,7 @@ class FermiNetConfig:
 class PsiformerConfig:
     layers: int = 2  # number of self-attention layers
     heads: int = 4  # attention heads per layer
-    head_dim: int = 16  # width of each head; model width = heads * head_dim
+    head_dim: int = 8  # width of each head; model width = heads * head_dim
 
 
 @dataclass(frozen=True)
