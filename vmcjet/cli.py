@@ -8,6 +8,7 @@ and validated before anything else; the optimisation itself lives in `vmcjet.dri
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -189,3 +190,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VmcjetError as err:
         print(f"vmcjet: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `vmcjet molecules | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
