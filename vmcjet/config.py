@@ -49,7 +49,7 @@ class NetworkConfig:
     determinants: int = 4  # number of determinants K
     full_determinant: bool = False  # dense over both spins (True) or block-diagonal by spin
     envelope: str = "isotropic"  # "isotropic" or "anisotropic" exponential envelopes
-    inputs: str = "vectors"  # "vectors" (r_i - R_I and distances) or "distances" (rotation invariant)
+    inputs: str = "vectors"  # "vectors" (r_i - R_I, distances) or "distances" (rotation invariant)
     jastrow: bool | None = None  # electron-electron cusp Jastrow; None: on for psiformer only
     ferminet: FermiNetConfig = field(default_factory=FermiNetConfig)
     psiformer: PsiformerConfig = field(default_factory=PsiformerConfig)
