@@ -1,0 +1,72 @@
+"""Smoke test of the kinetic-energy benchmark harness on tiny cases (1 repeat)."""
+
+import argparse
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vmcjet.bench import (
+    KineticCase,
+    add_kinetic_arguments,
+    make_case,
+    mlp_case,
+    run_kinetic_benchmark,
+    write_results,
+)
+from vmcjet.errors import InputError
+
+
+def _determinant_case():
+    """log|det(I + x)| of x (2, 2): jax.experimental.jet has no rule for it (lu)."""
+
+    def log_psi(params, x):
+        return jnp.linalg.slogdet(params + x)[1]
+
+    def sample(batch, *, key):
+        return 0.1 * jax.random.normal(key, (batch, 2, 2), dtype=jnp.float64)
+
+    return KineticCase("det", log_psi, jnp.eye(2, dtype=jnp.float64), sample)
+
+
+def test_harness_writes_rows_table_json_and_plot(tmp_path):
+    cases = [mlp_case((3, 8, 1), dtype=jnp.float64, name="tiny"), _determinant_case()]
+    rows = run_kinetic_benchmark(cases, ["hessian", "loop", "taylor"], [4], 1, log=lambda _: None)
+    assert [(r["case"], r["method"]) for r in rows] == [
+        (case, method) for case in ("tiny", "det") for method in ("hessian", "loop", "taylor")
+    ]
+    failed = [r for r in rows if "error" in r]
+    assert [(r["case"], r["method"]) for r in failed] == [("det", "taylor")]
+    for row in rows:
+        if "error" in row:
+            continue
+        assert row["batch"] == 4
+        assert row["median_ms"] > 0 and row["compile_s"] > 0 and row["peak_mib"] >= row["temp_mib"]
+        expected = row["median_ms"] / rows[3 * (row["case"] == "det")]["median_ms"]
+        np.testing.assert_allclose(row["ratio_to_hessian"], expected)
+        assert "ratio_to_collapsed" not in row  # "collapsed" was not benchmarked
+
+    paths = write_results(rows, tmp_path, stem="smoke", command="pytest", dtype=jnp.float64)
+    saved = json.loads(paths["json"].read_text())
+    assert saved["rows"] == rows and saved["command"] == "pytest" and saved["dtype"] == "float64"
+    assert saved["machine"]["cpu_count"] >= 1
+    table = paths["markdown"].read_text()
+    assert "| tiny | 4 | loop |" in table and "det | 4 | taylor" in table
+    pytest.importorskip("matplotlib")
+    assert paths["png"].stat().st_size > 0
+
+
+def test_flags_parse_lists():
+    parser = argparse.ArgumentParser()
+    add_kinetic_arguments(parser)
+    args = parser.parse_args(["--cases", "mlp,ferminet-N2", "--batch-sizes", "8,32", "--quick"])
+    assert args.cases == ("mlp", "ferminet-N2") and args.batch_sizes == (8, 32) and args.quick
+
+
+def test_bad_case_or_method_is_input_error():
+    with pytest.raises(InputError, match="unknown benchmark case 'resnet'"):
+        make_case("resnet")
+    with pytest.raises(InputError, match="bad methods \\['backprop'\\]"):
+        run_kinetic_benchmark(["mlp"], ["backprop"], [4], 1)
