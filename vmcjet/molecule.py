@@ -95,11 +95,9 @@ class Molecule:
     @property
     def nuclear_repulsion(self) -> float:
         """sum_{I<J} Z_I Z_J / |R_I - R_J|, hartree."""
-        diff = self.coords[:, None, :] - self.coords[None, :, :]
-        dist = np.linalg.norm(diff, axis=-1)
         upper = np.triu_indices(len(self.symbols), k=1)
-        pair_charges = self.charges[:, None] * self.charges[None, :]
-        return float(np.sum(pair_charges[upper] / dist[upper]))
+        pair_charges = (self.charges[:, None] * self.charges[None, :])[upper]
+        return float(np.sum(pair_charges / pair_distances(self.coords)))
 
 
 def pair_distances(coords: np.ndarray) -> np.ndarray:
