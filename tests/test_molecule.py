@@ -233,3 +233,9 @@ def test_charge_and_spin_overrides():
     triplet = load_molecule("H2", spin=2)
     assert (triplet.n_alpha, triplet.n_beta) == (2, 0)
     assert "wrong parity" in _error("LiH", charge=1)  # the file's spin 0 no longer fits
+
+
+def test_nuclear_repulsion_analytic():
+    assert load_molecule("H2").nuclear_repulsion == pytest.approx(1 / 1.4011)
+    assert load_molecule("LiH").nuclear_repulsion == pytest.approx(3 / 3.015)
+    assert load_molecule("Ne").nuclear_repulsion == 0.0
