@@ -207,6 +207,8 @@ def test_missing_or_empty_folder_and_bad_arguments(tmp_path):
         latest_valid_checkpoint(tmp_path / "nope", like={})
     with pytest.raises(CheckpointError, match="no checkpoint"):
         latest_valid_checkpoint(tmp_path, like={})
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(checkpoint_path(tmp_path, 5), like={})
     with pytest.raises(InputError, match="step"):
         save_checkpoint(tmp_path, step=-1, state={})
     with pytest.raises(InputError, match="keep"):

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vmcjet.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from vmcjet.distributed import (
     WALKER_AXIS,
     check_batch_size,
@@ -94,12 +95,17 @@ def test_single_process_without_environment_does_not_initialize(monkeypatch):
 
 WORKER = """
 import json
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from vmcjet.checkpoint import load_checkpoint, save_checkpoint
+from vmcjet.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from vmcjet.distributed import (
     gather_to_host, global_walkers_from_local, initialize_distributed, make_walker_mesh,
-    replicated_sharding,
+    replicated_sharding, shard_walkers,
 )
 
 assert initialize_distributed()
@@ -112,23 +118,41 @@ electrons = global_walkers_from_local(full[rank * local_batch:(rank + 1) * local
 def energy_like(params, electrons):
     return jnp.mean(jnp.sum(jnp.tanh(electrons * params) ** 2, axis=(1, 2)))
 
-params = jax.device_put(jnp.float64(0.7), replicated_sharding(mesh))
-mean = jax.jit(energy_like, out_shardings=replicated_sharding(mesh))(params, electrons)
-gathered = gather_to_host(electrons)
+replicated = replicated_sharding(mesh)
+params = jax.device_put(np.float64(0.7), replicated)
+mean = jax.jit(energy_like, out_shardings=replicated)(params, electrons)
+like = {
+    "walkers": shard_walkers(np.zeros((8, 2, 3)), mesh),
+    "params": params,
+    "key": jax.random.wrap_key_data(jax.device_put(np.zeros(2, np.uint32), replicated)),
+}
+state = load_checkpoint(sys.argv[1], like=like).state
+host = gather_to_host(state)
+if rank == 0:
+    save_checkpoint(sys.argv[2], step=2, state=host)
 print(json.dumps({
     "rank": rank, "processes": jax.process_count(), "devices": jax.device_count(),
-    "mean": float(gather_to_host(mean)), "walkers_match": bool(np.array_equal(gathered, full)),
+    "mean": float(gather_to_host(mean)),
+    "walkers_match": bool(np.array_equal(gather_to_host(electrons), full)),
+    "restored_sharding": str(state["walkers"].sharding.spec),
 }))
 """
 
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("devices_per_process", [1, 2])
-def test_two_processes_compute_the_single_process_mean(tmp_path, devices_per_process):
+def test_two_processes_match_one_process_and_round_trip_a_checkpoint(tmp_path, devices_per_process):
+    """Global mean of process-local walkers equals the single-process value; a checkpoint is
+    restored onto the global shardings, gathered, and written back by process 0 unchanged."""
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(WORKER))
+    state = {"walkers": walkers(), "params": np.float64(0.7), "key": jax.random.key(11)}
+    source = save_checkpoint(tmp_path / "in", step=1, state=state)
     done = launch_local_processes(
-        [str(script)], n_processes=2, devices_per_process=devices_per_process, timeout=180
+        [str(script), str(source), str(tmp_path / "out")],
+        n_processes=2,
+        devices_per_process=devices_per_process,
+        timeout=180,
     )
     results = []
     for proc in done:
@@ -138,5 +162,11 @@ def test_two_processes_compute_the_single_process_mean(tmp_path, devices_per_pro
     assert sorted(r["rank"] for r in results) == [0, 1]
     for r in results:
         assert r["processes"] == 2 and r["devices"] == 2 * devices_per_process
-        assert r["walkers_match"]
+        assert r["walkers_match"] and r["restored_sharding"] == f"P('{WALKER_AXIS}',)"
         np.testing.assert_allclose(r["mean"], expected, rtol=1e-14)
+    written = load_checkpoint(checkpoint_path(tmp_path / "out", 2), like=state).state
+    np.testing.assert_array_equal(written["walkers"], state["walkers"], strict=True)
+    assert written["params"] == state["params"]
+    np.testing.assert_array_equal(
+        jax.random.key_data(written["key"]), jax.random.key_data(state["key"])
+    )

@@ -307,18 +307,25 @@ def _read_dataset(path: Path, f: h5py.File, name: str, like: Any) -> tuple[np.nd
     return data, str(_python(dataset.attrs.get("prng_impl", "")))
 
 
+def _place(data: np.ndarray, like: Any) -> jax.Array:
+    """`data` as a jax array on the template's sharding (each process fills its own shards)."""
+    sharding = getattr(like, "sharding", None)
+    if sharding is None:
+        return jnp.asarray(data)
+    return jax.make_array_from_callback(data.shape, sharding, lambda index: data[index])
+
+
 def _restore(data: np.ndarray, prng_impl: str, like: Any) -> Any:
     """A leaf of the same kind as `like` (jax/numpy array, PRNG key, Python scalar)."""
     if _is_key(like):
-        value = jax.random.wrap_key_data(jnp.asarray(data), impl=prng_impl or None)
-    elif isinstance(like, np.ndarray | np.generic):
-        return data if isinstance(like, np.ndarray) else data[()]
-    elif isinstance(like, bool | int | float | complex):
+        return jax.random.wrap_key_data(_place(data, like), impl=prng_impl or None)
+    if isinstance(like, np.ndarray):
+        return data
+    if isinstance(like, np.generic):
+        return data[()]
+    if isinstance(like, bool | int | float | complex):
         return type(like)(data.item())
-    else:
-        value = jnp.asarray(data)
-    sharding = getattr(like, "sharding", None)
-    return value if sharding is None else jax.device_put(value, sharding)
+    return _place(data, like)
 
 
 def _extra_datasets(f: h5py.File, names: set[str]) -> list[str]:
@@ -342,6 +349,8 @@ def load_checkpoint(path: str | os.PathLike, *, like: Any) -> Restored:
         dataset that is missing, extra, or of another shape or dtype (the message names it).
     """
     path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; list the run folder's ckpt_*.h5")
     named, treedef = _leaves_by_name(like)
     try:
         with h5py.File(path, "r") as f:

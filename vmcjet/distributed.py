@@ -158,13 +158,17 @@ def gather_to_host(tree: Any) -> Any:
     """Copies every array of `tree` to host memory as its full (global) value.
 
     Arrays spread over several processes are all-gathered, so every process must call this
-    together; arrays this process holds entirely are simply fetched.
+    together; arrays this process holds entirely are simply fetched. PRNG key arrays come back
+    as single-device key arrays.
     """
 
     def fetch(leaf: Any) -> Any:
-        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-            return multihost_utils.process_allgather(leaf, tiled=True)
-        return jax.device_get(leaf)
+        if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
+            return jax.device_get(leaf)
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            data = multihost_utils.process_allgather(jax.random.key_data(leaf), tiled=True)
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+        return multihost_utils.process_allgather(leaf, tiled=True)
 
     return jax.tree_util.tree_map(fetch, tree)
 
