@@ -18,7 +18,9 @@ class Reporter:
         log_every: on a non-terminal, print a progress line every this many steps.
     """
 
-    def __init__(self, log_path: Path | None, *, stream: TextIO | None = None, log_every: int = 100):
+    def __init__(
+        self, log_path: Path | None, *, stream: TextIO | None = None, log_every: int = 100
+    ):
         self._stream = stream or sys.stderr
         self._log = open(log_path, "a") if log_path else None  # noqa: SIM115 (closed in close())
         self._log_every = max(1, log_every)

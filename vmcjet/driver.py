@@ -1,0 +1,200 @@
+"""`vmcjet run`: owns all I/O around the optimisation generator.
+
+Set-up (new run: folder, config, metadata, parameters, Hartree-Fock pretraining, walkers, burn-in;
+resumed run: the newest valid checkpoint), then the loop over `train.optimise`, writing a stats row
+per step, checkpoints every N steps / M minutes, at the end, and on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from vmcjet import checkpoint, runfolder
+from vmcjet import config as config_lib
+from vmcjet.config import Config
+from vmcjet.errors import InputError, NonFiniteError
+from vmcjet.molecule import Molecule
+from vmcjet.progress import Reporter
+from vmcjet.session import Session, initial_state, open_session
+from vmcjet.train import StepStats, TrainState, optimise
+
+# Settings that must not change when a run is resumed (walkers and parameters depend on them).
+FROZEN_ON_RESUME = (
+    "system.molecule",
+    "system.charge",
+    "system.spin",
+    "network",
+    "batch_size",
+    "precision",
+)
+
+
+def _setting(config: Config, dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def check_resume_compatible(stored: Config, requested: Config, *, reinit_walkers: bool) -> None:
+    """A changed molecule, network or batch size on resume is an InputError naming the setting."""
+    for key in FROZEN_ON_RESUME:
+        if key == "batch_size" and reinit_walkers:
+            continue
+        old, new = _setting(stored, key), _setting(requested, key)
+        if old != new:
+            raise InputError(
+                f"cannot resume: setting '{key}' differs (run has {old!r}, asked for {new!r}); "
+                "drop the flag, or start a new run"
+                + ("" if key != "batch_size" else " (or pass --reinit-walkers)")
+            )
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag checked between steps (then: checkpoint, clean exit)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous = {}
+
+    def __enter__(self) -> _StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _row(step: int, stats: StepStats, history: list[float], seconds: float) -> dict[str, Any]:
+    energy = float(stats.energy)
+    history.append(energy)
+    window = history[-max(1, len(history) // 10) :]
+    return {
+        "step": step,
+        "energy": energy,
+        "running_mean": float(np.mean(window)),
+        "variance": float(stats.variance),
+        "acceptance": float(stats.acceptance),
+        "width": float(stats.width),
+        "nonfinite": int(stats.nonfinite),
+        "skipped": int(stats.skipped),
+        "seconds": seconds,
+    }
+
+
+def _checkpoint_metadata(session: Session) -> dict[str, Any]:
+    return {
+        "config_toml": config_lib.to_toml(session.config),
+        "config_hash": config_lib.config_hash(session.config),
+        "seed": session.config.seed,
+        "molecule": session.molecule.name,
+    }
+
+
+def _save(session: Session, folder: Path, state: TrainState) -> Path:
+    return checkpoint.save_checkpoint(
+        folder / runfolder.CHECKPOINT_DIR,
+        step=int(state.step),
+        state=jax.device_get(state),
+        metadata=_checkpoint_metadata(session),
+        keep=session.config.checkpoint.keep,
+    )
+
+
+def _restore(session: Session, folder: Path, reporter: Reporter) -> TrainState:
+    template = jax.device_get(initial_state(session, template_only=True))
+    restored = checkpoint.latest_valid_checkpoint(
+        folder / runfolder.CHECKPOINT_DIR,
+        like=template,
+        on_skip=lambda path, reason: reporter.log(f"skipping checkpoint {path.name}: {reason}"),
+    )
+    reporter.log(f"resuming from {restored.path.name} (step {restored.step})")
+    return session.place(restored.state)
+
+
+def _loop(session: Session, folder: Path, state: TrainState, reporter: Reporter) -> TrainState:
+    config = session.config.checkpoint
+    writer = runfolder.StatsWriter(folder)
+    history = [float(r["energy"]) for r in runfolder.read_stats_rows(folder / runfolder.STATS_FILE)]
+    last_save, skipped_in_row, good = time.monotonic(), 0, state
+    reporter.start(int(state.step))
+    try:
+        with _StopRequest() as stop:
+            clock = time.monotonic()
+            for step, state, stats in optimise(
+                session.step, state, root_key=session.root_key, total_steps=session.config.steps
+            ):
+                now = time.monotonic()
+                row = _row(step, stats, history, now - clock)
+                clock = now
+                writer.write(row)
+                reporter.step(step, session.config.steps, row["energy"], row["running_mean"])
+                skipped_in_row = skipped_in_row + 1 if row["skipped"] else 0
+                if skipped_in_row == 0:
+                    good = state
+                if skipped_in_row >= config.max_skipped_steps:
+                    raise NonFiniteError(
+                        f"{skipped_in_row} consecutive steps had non-finite updates (last at step "
+                        f"{step}); the last good checkpoint is kept; try a lower optim.lr or resume"
+                    )
+                by_steps = config.every_steps and (step + 1) % config.every_steps == 0
+                by_time = config.every_minutes and now - last_save >= 60 * config.every_minutes
+                if by_steps or by_time or stop.signal is not None:
+                    _save(session, folder, good)
+                    last_save = time.monotonic()
+                if stop.signal is not None:
+                    reporter.log(
+                        f"stopped by signal {stop.signal} after step {step + 1}; checkpoint written"
+                    )
+                    return state
+        _save(session, folder, state)
+        return state
+    finally:
+        writer.close()
+
+
+def run(
+    config: Config,
+    molecule: Molecule,
+    *,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    reinit_walkers: bool = False,
+    argv: list[str] | None = None,
+) -> Path:
+    """Runs (or resumes) an optimisation; returns the run folder."""
+    if resume is not None:
+        folder = runfolder.existing_run_folder(resume)
+        stored = runfolder.read_config(folder)
+        check_resume_compatible(stored, config, reinit_walkers=reinit_walkers)
+    else:
+        folder = runfolder.new_run_folder(out, molecule.name)
+    reporter = Reporter(folder / runfolder.LOG_FILE, log_every=config.log_every)
+    try:
+        session = open_session(config, molecule)
+        if resume is not None:
+            state = _restore(session, folder, reporter)
+            runfolder.truncate_stats(folder, int(state.step))
+        else:
+            runfolder.write_config(folder, config)
+            runfolder.write_metadata(folder, {**session.metadata(), "argv": argv})
+            state = initial_state(session, log=reporter.log)
+            _save(session, folder, state)
+        runfolder.write_config(folder, config)
+        reporter.log(f"{molecule.name}: {molecule.n_electrons} electrons, run folder {folder}")
+        state = _loop(session, folder, state, reporter)
+        reporter.log(f"done: {int(state.step)} steps; `vmcjet eval {folder}` for an error bar")
+        return folder
+    finally:
+        reporter.close()

@@ -1,0 +1,186 @@
+"""`vmcjet eval` (MCMC with frozen parameters), `vmcjet analyze` (stored statistics), `vmcjet plot`.
+
+Error bars come from reblocking (vmcjet.statistics) of the per-step mean local energies, so the
+autocorrelation between steps is accounted for.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vmcjet import checkpoint, mcmc, runfolder, statistics
+from vmcjet.config import Config
+from vmcjet.errors import InputError
+from vmcjet.hamiltonian import make_local_energy
+from vmcjet.molecule import Molecule, load_molecule
+from vmcjet.session import Session, initial_state, open_session, stream_key
+from vmcjet.train import TrainState, log_abs_psi_fn, masked_moments
+from vmcjet.units import MILLIHARTREE_PER_HARTREE
+
+
+def run_molecule(config: Config) -> Molecule:
+    system = config.system
+    return load_molecule(system.molecule, charge=system.charge, spin=system.spin)
+
+
+def summary(
+    energies: np.ndarray, molecule: Molecule, extra: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """Reblocked estimate of per-step energies (hartree) and the difference to the reference."""
+    estimate = statistics.estimate(np.asarray(energies, dtype=np.float64))
+    record: dict[str, Any] = {
+        "energy": float(estimate.mean),
+        "error": float(estimate.error),
+        "formatted": str(estimate),
+        "autocorrelation_time": float(estimate.tau),
+        "samples": int(estimate.n),
+        **(extra or {}),
+    }
+    if molecule.exact_energy is not None:
+        record["reference"] = molecule.exact_energy
+        record["difference_mha"] = (
+            estimate.mean - molecule.exact_energy
+        ) * MILLIHARTREE_PER_HARTREE
+        record["difference_error_mha"] = estimate.error * MILLIHARTREE_PER_HARTREE
+    return record
+
+
+def format_summary(record: dict[str, Any]) -> str:
+    lines = [
+        f"energy      {record['formatted']} Ha  ({record['samples']} steps, reblocked)",
+        f"tau         {record['autocorrelation_time']:.2f} steps",
+    ]
+    for key in ("variance", "acceptance"):
+        if key in record:
+            lines.append(f"{key:<11} {record[key]:.4f}")
+    if "reference" in record:
+        lines.append(
+            f"reference   {record['reference']:.6f} Ha; difference "
+            f"{record['difference_mha']:+.2f} ± {record['difference_error_mha']:.2f} mHa"
+        )
+    return "\n".join(lines)
+
+
+def _restored_state(session: Session, folder: Path, log: Callable[[str], None]) -> TrainState:
+    template = jax.device_get(initial_state(session, template_only=True))
+    restored = checkpoint.latest_valid_checkpoint(
+        folder / runfolder.CHECKPOINT_DIR,
+        like=template,
+        on_skip=lambda path, reason: log(f"skipping checkpoint {path.name}: {reason}"),
+    )
+    log(f"evaluating {restored.path} (step {restored.step})")
+    return session.place(restored.state)
+
+
+def make_eval_step(session: Session) -> Callable[..., Any]:
+    """`step(params, sampler, *, key) -> (sampler, mean E_L, variance, acceptance)`, jitted."""
+    config, molecule = session.config, session.molecule
+    log_psi = log_abs_psi_fn(session.wavefunction)
+    sample = mcmc.make_mcmc_step(
+        log_psi, moves=config.mcmc.moves, target_acceptance=config.mcmc.target_acceptance
+    )
+    local_energy = make_local_energy(
+        log_psi,
+        jnp.asarray(molecule.coords),
+        jnp.asarray(molecule.charges),
+        method=config.laplacian.method,
+        chunk_size=config.laplacian.chunk_size,
+        walker_batch_size=config.laplacian.walker_batch_size,
+    )
+
+    def step(params: Any, sampler: mcmc.McmcState, *, key: jax.Array) -> tuple[Any, ...]:
+        sampler, acceptance = sample(params, sampler, key=key)
+        energies = local_energy(params, sampler.walkers)
+        finite = jnp.isfinite(energies)
+        mean, variance = masked_moments(energies, finite)
+        return sampler, mean, variance, acceptance
+
+    return jax.jit(step)
+
+
+def evaluate(
+    folder: str | Path, steps: int, *, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """MCMC with the newest checkpoint's parameters for `steps` steps; writes eval.json."""
+    if steps <= 0:
+        raise InputError(f"--steps must be positive, got {steps}")
+    folder = runfolder.existing_run_folder(folder)
+    config = runfolder.read_config(folder)
+    molecule = run_molecule(config)
+    session = open_session(config, molecule)
+    state = _restored_state(session, folder, log)
+    step = make_eval_step(session)
+    key = stream_key(jax.random.key(config.seed), "eval")
+    sampler, means, variances, acceptances = state.sampler, [], [], []
+    for t in range(steps):
+        sampler, mean, variance, acceptance = step(
+            state.params, sampler, key=jax.random.fold_in(key, t)
+        )
+        means.append(float(mean))
+        variances.append(float(variance))
+        acceptances.append(float(acceptance))
+    extra = {"variance": float(np.mean(variances)), "acceptance": float(np.mean(acceptances))}
+    record = summary(np.array(means), molecule, extra)
+    (folder / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def analyze(folder: str | Path, *, discard: float = 0.5) -> dict[str, Any]:
+    """Reblocked energy of the stored training statistics, after discarding a leading fraction."""
+    if not 0.0 <= discard < 1.0:
+        raise InputError(f"--discard must be in [0, 1), got {discard}")
+    folder = runfolder.existing_run_folder(folder)
+    rows = runfolder.read_stats_rows(folder / runfolder.STATS_FILE)
+    if len(rows) < 4:
+        raise InputError(f"'{folder}' has {len(rows)} steps of statistics; run longer first")
+    kept = rows[int(discard * len(rows)) :]
+    energies = np.array([float(r["energy"]) for r in kept])
+    extra = {
+        "variance": float(np.mean([float(r["variance"]) for r in kept])),
+        "acceptance": float(np.mean([float(r["acceptance"]) for r in kept])),
+        "steps_total": len(rows),
+    }
+    return summary(energies, run_molecule(runfolder.read_config(folder)), extra)
+
+
+def plot(folder: str | Path, output: str | Path | None = None) -> Path:
+    """PNG of energy per step (with running mean and reference), variance (log) and acceptance."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InputError("plotting needs matplotlib; pip install 'vmcjet[plot]'") from None
+    folder = runfolder.existing_run_folder(folder)
+    rows = runfolder.read_stats_rows(folder / runfolder.STATS_FILE)
+    if not rows:
+        raise InputError(f"'{folder}' has no statistics yet; run some steps first")
+    column = {k: np.array([float(r[k]) for r in rows]) for k in runfolder.STATS_COLUMNS}
+    molecule = run_molecule(runfolder.read_config(folder))
+    fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
+    axes[0].plot(column["step"], column["energy"], lw=0.5, alpha=0.6, label="energy")
+    axes[0].plot(column["step"], column["running_mean"], lw=1.5, label="running mean")
+    if molecule.exact_energy is not None:
+        axes[0].axhline(molecule.exact_energy, color="k", ls="--", lw=1, label="exact")
+    low, high = np.percentile(column["energy"], [2, 99])
+    axes[0].set_ylim(low - 0.05 * abs(low), high + 0.01 * abs(high))
+    axes[0].set_ylabel("energy (Ha)")
+    axes[0].legend()
+    axes[1].semilogy(column["step"], column["variance"], lw=0.7)
+    axes[1].set_ylabel("variance (Ha²)")
+    axes[2].plot(column["step"], column["acceptance"], lw=0.7)
+    axes[2].set_ylabel("acceptance")
+    axes[2].set_xlabel("step")
+    fig.suptitle(f"{molecule.name}: {folder.name}")
+    path = Path(output) if output else folder / "training.png"
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -1,0 +1,145 @@
+"""What a run needs before its first step: devices, the wavefunction, keys and the initial state.
+
+Random streams: every random number of a run derives from `jax.random.key(config.seed)` through
+`fold_in(root, STREAM)`; the optimisation step t uses `fold_in(train_stream, t)`. Nothing depends on
+the device count or on how many steps ran in this process (exact restarts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from vmcjet import distributed, hartree_fock, mcmc, optim, pretrain
+from vmcjet.config import Config
+from vmcjet.molecule import Molecule
+from vmcjet.networks import Wavefunction, make_wavefunction
+from vmcjet.train import TrainState, log_abs_psi_fn, make_train_step
+
+STREAMS = {"params": 1, "pretrain": 2, "walkers": 3, "burn_in": 4, "train": 5, "eval": 6}
+
+
+def stream_key(root: jax.Array, name: str) -> jax.Array:
+    """The key of one named random stream of a run."""
+    return jax.random.fold_in(root, STREAMS[name])
+
+
+@dataclass(frozen=True)
+class Session:
+    """The fixed context of a run (nothing here changes during it)."""
+
+    config: Config
+    molecule: Molecule
+    wavefunction: Wavefunction
+    mesh: jax.sharding.Mesh
+    root_key: jax.Array  # key of the optimisation stream; step t uses fold_in(root_key, t)
+    step: Callable[..., Any]  # jitted train step
+
+    @property
+    def dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.config.precision)
+
+    def place(self, state: TrainState) -> TrainState:
+        """Puts walkers (and their per-walker values) sharded over devices, the rest replicated."""
+        replicated = distributed.replicated_sharding(self.mesh)
+        state = jax.tree_util.tree_map(lambda x: jax.device_put(x, replicated), state)
+        walkers, log_abs_psi = distributed.shard_walkers(
+            (state.sampler.walkers, state.sampler.log_abs_psi), self.mesh
+        )
+        return state._replace(
+            sampler=state.sampler._replace(walkers=walkers, log_abs_psi=log_abs_psi)
+        )
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "seed": self.config.seed,
+            "molecule": self.molecule.name,
+            "electrons": self.molecule.n_electrons,
+            "parameters": None,
+            "devices_in_mesh": int(self.mesh.devices.size),
+        }
+
+
+def open_session(config: Config, molecule: Molecule) -> Session:
+    """Sets precision and devices, builds the wavefunction and the jitted step."""
+    jax.config.update("jax_enable_x64", config.precision == "float64")
+    distributed.initialize_distributed()
+    mesh = distributed.make_walker_mesh()
+    distributed.check_batch_size(config.batch_size, mesh.devices.size)
+    wavefunction = make_wavefunction(config.network, molecule)
+    root = jax.random.key(config.seed)
+    step = jax.jit(make_train_step(wavefunction, molecule, config))
+    return Session(config, molecule, wavefunction, mesh, stream_key(root, "train"), step)
+
+
+def initial_state(
+    session: Session, *, log: Callable[[str], None] = print, template_only: bool = False
+) -> TrainState:
+    """Parameters (pretrained to Hartree-Fock), walkers after burn-in, optimiser state, step 0.
+
+    With `template_only`, skips pretraining and burn-in: the result only has the right structure
+    (used as the template to restore a checkpoint).
+    """
+    config, molecule = session.config, session.molecule
+    root = jax.random.key(config.seed)
+    params = session.wavefunction.init(key=stream_key(root, "params"), dtype=session.dtype)
+    walkers = mcmc.init_walkers(
+        molecule, config.batch_size, key=stream_key(root, "walkers"), spread=config.mcmc.init_spread
+    ).astype(session.dtype)
+    if config.pretrain.iterations and not template_only:
+        params, walkers = _pretrain(session, params, walkers, stream_key(root, "pretrain"), log)
+    log_psi = log_abs_psi_fn(session.wavefunction)
+    sampler = mcmc.init_state(log_psi, params, walkers, width=config.mcmc.width)
+    state = TrainState(
+        params=params,
+        opt_state=optim.make_optimiser(config.optim).init(params),
+        sampler=sampler,
+        step=jnp.zeros((), jnp.int32),
+    )
+    state = session.place(state)
+    if not template_only and config.mcmc.burn_in:
+        state = state._replace(sampler=_burn_in(session, state, stream_key(root, "burn_in"), log))
+    return state
+
+
+def _pretrain(
+    session: Session, params: Any, walkers: jax.Array, key: jax.Array, log: Callable[[str], None]
+) -> tuple[Any, jax.Array]:
+    config = session.config
+    hf = hartree_fock.run_hartree_fock(session.molecule, basis=config.system.basis)
+    log(
+        f"Hartree-Fock ({config.system.basis}): E = {hf.energy:.6f} Ha; pretraining "
+        f"{config.pretrain.iterations} iterations"
+    )
+    loss = float("nan")
+    for iteration, params, walkers, loss in pretrain.pretrain(
+        session.wavefunction, hf, params, walkers, key=key, config=config.pretrain
+    ):
+        if (iteration + 1) % max(1, config.pretrain.iterations // 4) == 0:
+            log(f"pretraining {iteration + 1}/{config.pretrain.iterations}: loss {float(loss):.3e}")
+    return params, walkers
+
+
+def _burn_in(
+    session: Session, state: TrainState, key: jax.Array, log: Callable[[str], None]
+) -> mcmc.McmcState:
+    config = session.config.mcmc
+    sample = jax.jit(
+        mcmc.make_mcmc_step(
+            log_abs_psi_fn(session.wavefunction),
+            moves=config.moves,
+            target_acceptance=config.target_acceptance,
+        )
+    )
+    sampler = state.sampler
+    for i in range(max(1, config.burn_in // config.moves)):
+        sampler, acceptance = sample(state.params, sampler, key=jax.random.fold_in(key, i))
+    log(
+        f"burn-in: {config.burn_in} moves, acceptance {float(acceptance):.2f}, "
+        f"width {float(sampler.width):.3f} bohr"
+    )
+    return sampler
