@@ -153,9 +153,10 @@ def test_truncated_and_temporary_files_are_skipped(tmp_path):
     (tmp_path / ".ckpt_00000004.h5.999.tmp").write_bytes(b"\x89HDF partial")
     assert list_checkpoints(tmp_path) == [checkpoint_path(tmp_path, s) for s in (1, 2, 3)]
     skipped = []
-    restored = latest_valid_checkpoint(tmp_path, like=like, on_skip=lambda p, r: skipped.append(p))
+    restored = latest_valid_checkpoint(tmp_path, like=like, report=skipped.append)
     assert restored.step == 2 and np.all(restored.state["x"] == 2.0)
-    assert skipped == [newest]
+    assert len(skipped) == 1 and skipped[0].startswith("skipping checkpoint ckpt_00000003.h5: ")
+    assert "truncated or corrupted" in skipped[0] and "\n" not in skipped[0]
     with pytest.warns(SkippedCheckpointWarning, match="ckpt_00000003.h5"):
         latest_valid_checkpoint(tmp_path, like=like)
 
@@ -219,7 +220,7 @@ def test_missing_or_empty_folder_and_bad_arguments(tmp_path):
         save_checkpoint(tmp_path, step=1, state={"a/b": np.ones(1)})
     save_checkpoint(tmp_path, step=1, state={"a": np.ones(1)})
     with pytest.raises(CheckpointError, match="no valid checkpoint.*ckpt_00000001.h5"):
-        latest_valid_checkpoint(tmp_path, like={"b": np.ones(1)}, on_skip=lambda p, r: None)
+        latest_valid_checkpoint(tmp_path, like={"b": np.ones(1)}, report=lambda m: None)
 
 
 WRITER = """

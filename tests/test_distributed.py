@@ -2,6 +2,7 @@
 
 import json
 import textwrap
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ from vmcjet.distributed import (
     initialize_distributed,
     launch_local_processes,
     make_walker_mesh,
+    place_state,
     replicated_sharding,
     shard_walkers,
     walker_sharding,
@@ -74,6 +76,35 @@ def test_local_walkers_build_the_global_batch_in_one_process():
     np.testing.assert_array_equal(gather_to_host(glob), walkers())
 
 
+class Sampler(NamedTuple):
+    walkers: jax.Array
+    log_abs_psi: jax.Array
+    width: jax.Array
+
+
+class RunState(NamedTuple):
+    params: dict
+    sampler: Sampler
+    step: jax.Array
+
+
+def test_place_state_shards_per_walker_arrays_and_replicates_the_rest():
+    mesh = make_walker_mesh()
+    state = RunState(
+        params={"w": np.ones((8, 8)), "key": jax.random.key(1)},  # (8, 8): same size as B
+        sampler=Sampler(walkers(), np.zeros(8), np.float64(0.2)),
+        step=np.int32(3),
+    )
+    placed = place_state(state, mesh)
+    assert placed.sampler.walkers.sharding == walker_sharding(mesh)
+    assert placed.sampler.log_abs_psi.sharding == walker_sharding(mesh)
+    for leaf in (placed.params["w"], placed.params["key"], placed.sampler.width, placed.step):
+        assert leaf.sharding == replicated_sharding(mesh)
+    np.testing.assert_array_equal(gather_to_host(placed.sampler.walkers), walkers())
+    with pytest.raises(InputError, match="batch size 7"):
+        place_state(state._replace(sampler=Sampler(walkers(7), np.zeros(7), 0.2)), mesh)
+
+
 def test_batch_not_divisible_by_device_count_names_both_numbers_and_the_fix():
     with pytest.raises(InputError, match=r"batch size 7 .* 2 devices.*batch_size=8"):
         shard_walkers(walkers(batch=7), make_walker_mesh())
@@ -105,7 +136,7 @@ from vmcjet.checkpoint import load_checkpoint, save_checkpoint
 from vmcjet.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from vmcjet.distributed import (
     gather_to_host, global_walkers_from_local, initialize_distributed, make_walker_mesh,
-    replicated_sharding, shard_walkers,
+    place_state, replicated_sharding,
 )
 
 assert initialize_distributed()
@@ -121,12 +152,12 @@ def energy_like(params, electrons):
 replicated = replicated_sharding(mesh)
 params = jax.device_put(np.float64(0.7), replicated)
 mean = jax.jit(energy_like, out_shardings=replicated)(params, electrons)
-like = {
-    "walkers": shard_walkers(np.zeros((8, 2, 3)), mesh),
-    "params": params,
-    "key": jax.random.wrap_key_data(jax.device_put(np.zeros(2, np.uint32), replicated)),
-}
-state = load_checkpoint(sys.argv[1], like=like).state
+like = {"sampler": {"walkers": np.zeros((8, 2, 3))}, "params": np.float64(0)}
+like["key"] = jax.random.key(0)
+state = place_state(load_checkpoint(sys.argv[1], like=like).state, mesh)
+restored_mean = jax.jit(energy_like, out_shardings=replicated)(
+    state["params"], state["sampler"]["walkers"]
+)
 host = gather_to_host(state)
 if rank == 0:
     save_checkpoint(sys.argv[2], step=2, state=host)
@@ -134,7 +165,8 @@ print(json.dumps({
     "rank": rank, "processes": jax.process_count(), "devices": jax.device_count(),
     "mean": float(gather_to_host(mean)),
     "walkers_match": bool(np.array_equal(gather_to_host(electrons), full)),
-    "restored_sharding": str(state["walkers"].sharding.spec),
+    "restored_mean": float(gather_to_host(restored_mean)),
+    "restored_sharding": str(state["sampler"]["walkers"].sharding.spec),
 }))
 """
 
@@ -146,7 +178,11 @@ def test_two_processes_match_one_process_and_round_trip_a_checkpoint(tmp_path, d
     restored onto the global shardings, gathered, and written back by process 0 unchanged."""
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(WORKER))
-    state = {"walkers": walkers(), "params": np.float64(0.7), "key": jax.random.key(11)}
+    state = {
+        "sampler": {"walkers": walkers()},
+        "params": np.float64(0.7),
+        "key": jax.random.key(11),
+    }
     source = save_checkpoint(tmp_path / "in", step=1, state=state)
     done = launch_local_processes(
         [str(script), str(source), str(tmp_path / "out")],
@@ -163,9 +199,9 @@ def test_two_processes_match_one_process_and_round_trip_a_checkpoint(tmp_path, d
     for r in results:
         assert r["processes"] == 2 and r["devices"] == 2 * devices_per_process
         assert r["walkers_match"] and r["restored_sharding"] == f"P('{WALKER_AXIS}',)"
-        np.testing.assert_allclose(r["mean"], expected, rtol=1e-14)
+        np.testing.assert_allclose([r["mean"], r["restored_mean"]], expected, rtol=1e-14)
     written = load_checkpoint(checkpoint_path(tmp_path / "out", 2), like=state).state
-    np.testing.assert_array_equal(written["walkers"], state["walkers"], strict=True)
+    np.testing.assert_array_equal(written["sampler"]["walkers"], walkers(), strict=True)
     assert written["params"] == state["params"]
     np.testing.assert_array_equal(
         jax.random.key_data(written["key"]), jax.random.key_data(state["key"])

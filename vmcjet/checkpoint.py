@@ -368,21 +368,21 @@ def load_checkpoint(path: str | os.PathLike, *, like: Any) -> Restored:
     return Restored(path=path, step=header.step, state=state, metadata=header.metadata)
 
 
-def _warn_skipped(path: Path, reason: str) -> None:
-    warnings.warn(f"skipping checkpoint {path.name}: {reason}", SkippedCheckpointWarning, 3)
+def _warn(message: str) -> None:
+    warnings.warn(message, SkippedCheckpointWarning, stacklevel=3)
 
 
 def latest_valid_checkpoint(
     folder: str | os.PathLike,
     *,
     like: Any,
-    on_skip: Callable[[Path, str], None] | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> Restored:
     """The newest checkpoint in `folder` that loads cleanly into `like`.
 
     Unusable checkpoints (truncated, corrupted, other format or state structure) are skipped,
-    newest first; each is reported to `on_skip(path, reason)` (default: a
-    `SkippedCheckpointWarning`).
+    newest first; each is reported as one line "skipping checkpoint <name>: <reason>" to
+    `report` (default: a `SkippedCheckpointWarning`).
 
     Raises:
       CheckpointError: the folder is missing, holds no checkpoint, or none is valid (the
@@ -391,15 +391,15 @@ def latest_valid_checkpoint(
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint folder {folder} does not exist; check the run folder")
-    report = on_skip or _warn_skipped
+    report = report or _warn
     reasons = []
     for path in reversed(list_checkpoints(folder)):
         try:
             return load_checkpoint(path, like=like)
         except CheckpointError as err:
-            reason = str(err).replace(str(path), "").lstrip(": ")
-            reasons.append(f"{path.name}: {reason}")
-            report(path, reason)
+            reason = f"{path.name}: {str(err).replace(str(path), '').lstrip(': ')}"
+            reasons.append(reason)
+            report(f"skipping checkpoint {reason}")
     if not reasons:
         raise CheckpointError(f"no checkpoint (ckpt_*.h5) in {folder}; start a new run instead")
     raise CheckpointError(f"no valid checkpoint in {folder}: {'; '.join(reasons)}")

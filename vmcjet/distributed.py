@@ -42,6 +42,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from vmcjet.errors import InputError
 
 WALKER_AXIS = "walkers"
+SAMPLER_FIELD = "sampler"  # the run-state field whose arrays of rank >= 1 are per-walker
 _PROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
 
@@ -109,6 +110,17 @@ def check_batch_size(batch: int, n_devices: int) -> None:
         )
 
 
+def _put(leaf: Any, sharding: NamedSharding) -> jax.Array:
+    """`leaf` (the same global value on every process) as a jax array with `sharding`."""
+    if jax.process_count() == 1:
+        return jax.device_put(leaf, sharding)
+    if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+        data = _put(jax.random.key_data(leaf), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+    host = np.asarray(leaf)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
 def shard_walkers(tree: Any, mesh: Mesh) -> Any:
     """Splits the leading axis of every array in `tree` over the mesh.
 
@@ -125,12 +137,33 @@ def shard_walkers(tree: Any, mesh: Mesh) -> Any:
 
     def put(leaf: Any) -> jax.Array:
         check_batch_size(leaf.shape[0], mesh.size)
-        if jax.process_count() == 1:
-            return jax.device_put(leaf, sharding)
-        host = np.asarray(leaf)
-        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+        return _put(leaf, sharding)
 
     return jax.tree_util.tree_map(put, tree)
+
+
+def _is_per_walker(path: tuple, leaf: Any) -> bool:
+    names = {str(getattr(entry, "name", getattr(entry, "key", ""))) for entry in path}
+    return SAMPLER_FIELD in names and np.ndim(leaf) >= 1
+
+
+def place_state(state: Any, mesh: Mesh) -> Any:
+    """Places a run state: per-walker arrays sharded over the mesh, everything else replicated.
+
+    Per-walker arrays are the arrays of rank >= 1 inside the field named `SAMPLER_FIELD`
+    (for `mcmc.McmcState`: walkers (B, n, 3) bohr and log|psi| (B,)); parameters, optimiser
+    state, the step and scalar sampler values (width, acceptance) are replicated. In a
+    multi-process run every process must pass the same (global) state, e.g. a checkpoint.
+    """
+    walkers, replicated = walker_sharding(mesh), replicated_sharding(mesh)
+
+    def put(path: tuple, leaf: Any) -> jax.Array:
+        if _is_per_walker(path, leaf):
+            check_batch_size(np.shape(leaf)[0], mesh.size)
+            return _put(leaf, walkers)
+        return _put(leaf, replicated)
+
+    return jax.tree_util.tree_map_with_path(put, state)
 
 
 def global_walkers_from_local(tree: Any, mesh: Mesh) -> Any:
