@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -74,7 +75,43 @@ def build_parser() -> argparse.ArgumentParser:
     molecules = commands.add_parser("molecules", help="list the catalogue or show one molecule")
     molecules.add_argument("molecule", nargs="?", help="catalogue name, .toml or .xyz file")
     _add_run_parser(commands)
+    _add_analysis_parsers(commands)
     return parser
+
+
+def _add_analysis_parsers(commands: Any) -> None:
+    evaluate = commands.add_parser("eval", help="MCMC with frozen parameters: energy ± error")
+    evaluate.add_argument("run_folder", help="folder written by `vmcjet run`")
+    evaluate.add_argument("--steps", type=int, default=1000, help="MCMC steps to average over")
+    analyze = commands.add_parser("analyze", help="energy ± error from the training statistics")
+    analyze.add_argument("run_folder", help="folder written by `vmcjet run`")
+    analyze.add_argument(
+        "--discard", type=float, default=0.5, help="leading fraction of steps to drop"
+    )
+    plot = commands.add_parser("plot", help="PNG of energy, variance and acceptance per step")
+    plot.add_argument("run_folder", help="folder written by `vmcjet run`")
+    plot.add_argument("--output", help="PNG path (default RUN/training.png)")
+    bench = commands.add_parser("bench", help="benchmarks")
+    kinds = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
+    from vmcjet.bench import add_kinetic_arguments
+
+    add_kinetic_arguments(kinds.add_parser("kinetic", help="kinetic energy: Laplacian methods"))
+
+
+def _analysis(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from vmcjet import evaluate
+
+    if args.command == "eval":
+        print(evaluate.format_summary(evaluate.evaluate(args.run_folder, args.steps)))
+    elif args.command == "analyze":
+        print(evaluate.format_summary(evaluate.analyze(args.run_folder, discard=args.discard)))
+    elif args.command == "plot":
+        print(f"wrote {evaluate.plot(args.run_folder, args.output)}")
+    else:
+        from vmcjet.bench import run_kinetic_from_args
+
+        run_kinetic_from_args(args, shlex.join(["vmcjet", *argv]))
+    return 0
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -186,7 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(text)
             return 0
-        return _run(args, argv)
+        if args.command == "run":
+            return _run(args, argv)
+        return _analysis(args, argv)
     except VmcjetError as err:
         print(f"vmcjet: error: {err}", file=sys.stderr)
         return 2

@@ -117,7 +117,7 @@ def _restore(session: Session, folder: Path, reporter: Reporter) -> TrainState:
     restored = checkpoint.latest_valid_checkpoint(
         folder / runfolder.CHECKPOINT_DIR,
         like=template,
-        on_skip=lambda path, reason: reporter.log(f"skipping checkpoint {path.name}: {reason}"),
+        report=reporter.log,
     )
     reporter.log(f"resuming from {restored.path.name} (step {restored.step})")
     return session.place(restored.state)

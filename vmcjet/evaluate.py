@@ -73,7 +73,7 @@ def _restored_state(session: Session, folder: Path, log: Callable[[str], None]) 
     restored = checkpoint.latest_valid_checkpoint(
         folder / runfolder.CHECKPOINT_DIR,
         like=template,
-        on_skip=lambda path, reason: log(f"skipping checkpoint {path.name}: {reason}"),
+        report=log,
     )
     log(f"evaluating {restored.path} (step {restored.step})")
     return session.place(restored.state)

@@ -45,14 +45,7 @@ class Session:
 
     def place(self, state: TrainState) -> TrainState:
         """Puts walkers (and their per-walker values) sharded over devices, the rest replicated."""
-        replicated = distributed.replicated_sharding(self.mesh)
-        state = jax.tree_util.tree_map(lambda x: jax.device_put(x, replicated), state)
-        walkers, log_abs_psi = distributed.shard_walkers(
-            (state.sampler.walkers, state.sampler.log_abs_psi), self.mesh
-        )
-        return state._replace(
-            sampler=state.sampler._replace(walkers=walkers, log_abs_psi=log_abs_psi)
-        )
+        return distributed.place_state(state, self.mesh)
 
     def metadata(self) -> dict[str, Any]:
         return {
