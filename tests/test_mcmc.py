@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec
 
+from vmcjet.distributed import make_walker_mesh, walker_sharding
 from vmcjet.errors import InputError
 from vmcjet.mcmc import assign_electrons, init_state, init_walkers, make_mcmc_step
 from vmcjet.molecule import Molecule
@@ -69,8 +69,7 @@ def test_same_key_same_walkers_and_sharded_walkers_agree():
     walkers = init_walkers(molecule("LiH", [3.0, 1.0]), 8, key=jax.random.key(3), dtype=jnp.float64)
     state = init_state(gaussian_log_psi, params, walkers, width=0.2)
     step = jax.jit(make_mcmc_step(gaussian_log_psi, moves=3))
-    mesh = jax.make_mesh((2,), ("walkers",))
-    sharded = jax.device_put(walkers, NamedSharding(mesh, PartitionSpec("walkers")))
+    sharded = jax.device_put(walkers, walker_sharding(make_walker_mesh()))
     a = step(params, state, key=jax.random.key(4))[0]
     b = step(params, state._replace(walkers=sharded), key=jax.random.key(4))[0]
     c = step(params, state, key=jax.random.key(5))[0]

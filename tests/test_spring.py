@@ -1,0 +1,142 @@
+"""SPRING against direct numpy solutions, its norm constraint, and a VMC toy problem."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from vmcjet.config import OptimConfig
+from vmcjet.distributed import make_walker_mesh, walker_sharding
+from vmcjet.errors import InputError
+from vmcjet.optim import adam, energy_gradient_residuals, make_optimiser, spring
+from vmcjet.optim.spring import spring_direction
+
+
+def centred(grads, residuals):
+    batch = grads.shape[0]
+    o_bar = (grads - grads.mean(0)) / np.sqrt(batch)
+    eps = (residuals - residuals.mean()) / np.sqrt(batch)
+    return o_bar, eps
+
+
+def random_problem(batch, params, seed):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(batch, params)) + 0.3, rng.normal(size=batch)
+
+
+@pytest.mark.parametrize("batch, n_params", [(8, 20), (20, 5)])
+def test_no_momentum_gives_damped_minimum_norm_solution(batch, n_params):
+    grads, residuals = random_problem(batch, n_params, seed=0)
+    damping = 1e-3
+    o_bar, eps = centred(grads, residuals)
+    expected = np.linalg.solve(o_bar.T @ o_bar + damping * np.eye(n_params), o_bar.T @ eps)
+    phi = spring_direction(
+        jnp.asarray(grads),
+        jnp.asarray(residuals),
+        jnp.zeros(n_params),
+        damping=damping,
+        momentum=0.0,
+    )
+    np.testing.assert_allclose(np.asarray(phi), expected, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("batch, n_params", [(8, 20), (20, 5)])
+def test_momentum_solves_the_regularised_least_squares_problem(batch, n_params):
+    grads, residuals = random_problem(batch, n_params, seed=1)
+    previous = np.random.default_rng(2).normal(size=n_params)
+    damping, mu = 1e-2, 0.9
+    o_bar, eps = centred(grads, residuals)
+    # argmin |O phi - eps|^2 + damping |phi - mu previous|^2 via the normal equations.
+    expected = np.linalg.solve(
+        o_bar.T @ o_bar + damping * np.eye(n_params), o_bar.T @ eps + damping * mu * previous
+    )
+    phi = spring_direction(
+        jnp.asarray(grads),
+        jnp.asarray(residuals),
+        jnp.asarray(previous),
+        damping=damping,
+        momentum=mu,
+    )
+    np.testing.assert_allclose(np.asarray(phi), expected, rtol=1e-7, atol=1e-10)
+
+
+def pytree_problem(batch, seed):
+    grads, residuals = random_problem(batch, 7, seed)
+    tree = {"w": jnp.asarray(grads[:, :6].reshape(batch, 2, 3)), "b": jnp.asarray(grads[:, 6])}
+    params = {"w": jnp.zeros((2, 3)), "b": jnp.zeros(())}
+    return tree, jnp.asarray(residuals), params, grads, residuals
+
+
+def test_update_is_minus_lr_phi_with_decay_and_unravels():
+    tree, residuals, params, grads, res_np = pytree_problem(10, seed=3)
+    opt = spring(0.5, decay=1.0, damping=1e-3, momentum=0.0, max_norm=1e9)
+    state = opt.init(params)
+    _, state = opt.update(tree, residuals, state)  # step 0
+    updates, state = opt.update(tree, residuals, state)  # step 1: lr = 0.5 / 2
+    o_bar, eps = centred(grads, res_np)
+    phi = np.linalg.solve(o_bar.T @ o_bar + 1e-3 * np.eye(7), o_bar.T @ eps)
+    np.testing.assert_allclose(np.asarray(updates["w"]).ravel(), -0.25 * phi[:6], rtol=1e-7)
+    np.testing.assert_allclose(float(updates["b"]), -0.25 * phi[6], rtol=1e-7)
+    assert int(state.step) == 2
+
+
+@pytest.mark.parametrize("max_norm", [1e-6, 1e9])
+def test_norm_constraint(max_norm):
+    tree, residuals, params, grads, res_np = pytree_problem(10, seed=4)
+    opt = spring(0.1, damping=1e-3, momentum=0.0, max_norm=max_norm)
+    updates, _ = opt.update(tree, residuals, opt.init(params))
+    squared = float(optax.tree_utils.tree_norm(updates, squared=True))
+    o_bar, eps = centred(grads, res_np)
+    phi = np.linalg.solve(o_bar.T @ o_bar + 1e-3 * np.eye(7), o_bar.T @ eps)
+    assert squared == pytest.approx(min(max_norm, 0.01 * np.sum(phi**2)), rel=1e-8)
+
+
+def test_sharded_walkers_give_the_same_update():
+    tree, residuals, params, _, _ = pytree_problem(8, seed=5)
+    opt = spring(0.1, damping=1e-3, momentum=0.5, max_norm=1.0)
+    update = jax.jit(opt.update)
+    sharding = walker_sharding(make_walker_mesh())
+    plain, _ = update(tree, residuals, opt.init(params))
+    sharded, _ = update(jax.device_put(tree, sharding), residuals, opt.init(params))
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(sharded), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10)
+
+
+def oscillator_step(opt, batch):
+    """A VMC step for H = -lap/2 + r^2/2 (3D), psi = exp(-a r^2): E(a) = 3a/2 + 3/(8a)."""
+
+    def step(carry, key):
+        params, state = carry
+        a = params["a"]
+        x = jax.random.normal(key, (batch, 3)) / jnp.sqrt(4 * a)  # |psi|^2 = exp(-2 a r^2)
+        r2 = jnp.sum(x**2, axis=1)
+        local_energy = 3 * a + r2 * (0.5 - 2 * a**2)
+        grads = {"a": -r2}  # d log psi / d a per walker
+        updates, state = opt.update(grads, energy_gradient_residuals(local_energy), state, params)
+        return (optax.apply_updates(params, updates), state), jnp.mean(local_energy)
+
+    return step
+
+
+@pytest.mark.parametrize(
+    "opt",
+    [spring(0.1, damping=1e-3, momentum=0.9, max_norm=1e-2), adam(0.05)],
+    ids=["spring", "adam"],
+)
+def test_oscillator_energy_decreases_to_the_exact_ground_state(opt):
+    params = {"a": jnp.asarray(0.15)}
+    carry = (params, opt.init(params))
+    keys = jax.random.split(jax.random.key(0), 60)
+    (params, _), energies = jax.lax.scan(oscillator_step(opt, 64), carry, keys)
+    a = float(params["a"])
+    assert float(energies[0]) > 1.7  # E(0.15) = 2.725
+    assert 1.5 * a + 3 / (8 * a) < 1.52  # exact 1.5 at a = 0.5
+
+
+def test_make_optimiser_names():
+    assert make_optimiser(OptimConfig(optimizer="adam")).init({"a": jnp.zeros(2)}) is not None
+    with pytest.raises(InputError, match="did you mean|choose one of"):
+        make_optimiser(OptimConfig(optimizer="kfac"))
+    with pytest.raises(InputError, match="damping"):
+        spring(0.1, damping=0.0)
