@@ -153,6 +153,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(config_lib.to_toml(config), end="")
         return 0
     check_choices(config)
+    config_lib.check_values(config)
     from vmcjet import driver
 
     driver.run(

@@ -277,3 +277,57 @@ def to_toml(config: Config) -> str:
 def config_hash(config: Config) -> str:
     """Short stable hash of the resolved config (stored in checkpoints)."""
     return hashlib.sha256(to_toml(config).encode()).hexdigest()[:16]
+
+
+# (dotted key, lower bound, whether the bound itself is allowed): checked by `check_values`.
+_BOUNDS = (
+    ("steps", 0, False),
+    ("batch_size", 0, False),
+    ("log_every", 0, False),
+    ("network.determinants", 0, False),
+    ("mcmc.moves", 0, False),
+    ("mcmc.width", 0.0, False),
+    ("mcmc.burn_in", 0, True),
+    ("pretrain.iterations", 0, True),
+    ("pretrain.lr", 0.0, False),
+    ("optim.lr", 0.0, False),
+    ("optim.lr_decay", 0.0, True),
+    ("optim.damping", 0.0, True),
+    ("optim.max_norm", 0.0, False),
+    ("optim.clip_width", 0.0, False),
+    ("checkpoint.keep", 0, False),
+    ("checkpoint.max_skipped_steps", 0, False),
+    ("laplacian.chunk_size", 0, False),
+    ("laplacian.walker_batch_size", 0, False),
+)
+PRECISIONS = ("float32", "float64")
+
+
+def get_setting(config: Config, dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def check_values(config: Config) -> None:
+    """Numbers that must be positive (or non-negative) and names from a fixed list.
+
+    Raises:
+        InputError: naming the key, the value and what is allowed.
+    """
+    for key, bound, inclusive in _BOUNDS:
+        value = get_setting(config, key)
+        if value is None:
+            continue
+        if value < bound or (value == bound and not inclusive):
+            relation = ">=" if inclusive else ">"
+            raise InputError(f"config key '{key}' must be {relation} {bound}, got {value}")
+    if config.precision not in PRECISIONS:
+        choices = ", ".join(PRECISIONS)
+        raise InputError(
+            f"config key 'precision' must be one of {choices}, got '{config.precision}'"
+        )
+    target = config.mcmc.target_acceptance
+    if not 0.0 < target < 1.0:
+        raise InputError(f"config key 'mcmc.target_acceptance' must lie in (0, 1), got {target}")

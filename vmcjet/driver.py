@@ -35,19 +35,12 @@ FROZEN_ON_RESUME = (
 )
 
 
-def _setting(config: Config, dotted: str) -> Any:
-    value: Any = config
-    for part in dotted.split("."):
-        value = getattr(value, part)
-    return value
-
-
 def check_resume_compatible(stored: Config, requested: Config, *, reinit_walkers: bool) -> None:
     """A changed molecule, network or batch size on resume is an InputError naming the setting."""
     for key in FROZEN_ON_RESUME:
         if key == "batch_size" and reinit_walkers:
             continue
-        old, new = _setting(stored, key), _setting(requested, key)
+        old, new = config_lib.get_setting(stored, key), config_lib.get_setting(requested, key)
         if old != new:
             raise InputError(
                 f"cannot resume: setting '{key}' differs (run has {old!r}, asked for {new!r}); "
@@ -123,41 +116,57 @@ def _restore(session: Session, folder: Path, reporter: Reporter) -> TrainState:
     return session.place(restored.state)
 
 
+class _SaveSchedule:
+    """When to write a checkpoint: every N steps and/or every M minutes (0 disables either)."""
+
+    def __init__(self, every_steps: int, every_minutes: float):
+        self._steps, self._seconds = every_steps, 60.0 * every_minutes
+        self._last = time.monotonic()
+
+    def due(self, step: int) -> bool:
+        by_steps = self._steps > 0 and (step + 1) % self._steps == 0
+        by_time = self._seconds > 0 and time.monotonic() - self._last >= self._seconds
+        return by_steps or by_time
+
+    def saved(self) -> None:
+        self._last = time.monotonic()
+
+
+def _check_skipped(skipped_in_row: int, limit: int, step: int) -> None:
+    if skipped_in_row >= limit:
+        raise NonFiniteError(
+            f"{skipped_in_row} consecutive steps had non-finite updates (last at step {step}); "
+            "the last checkpoint is kept; lower optim.lr (--set optim.lr=...) and --resume"
+        )
+
+
 def _loop(session: Session, folder: Path, state: TrainState, reporter: Reporter) -> TrainState:
-    config = session.config.checkpoint
+    """Runs the remaining steps; returns the final state (or the state when a signal arrived)."""
+    policy, total = session.config.checkpoint, session.config.steps
+    schedule = _SaveSchedule(policy.every_steps, policy.every_minutes)
     writer = runfolder.StatsWriter(folder)
     history = [float(r["energy"]) for r in runfolder.read_stats_rows(folder / runfolder.STATS_FILE)]
-    last_save, skipped_in_row, good = time.monotonic(), 0, state
+    skipped_in_row = 0
     reporter.start(int(state.step))
     try:
         with _StopRequest() as stop:
             clock = time.monotonic()
-            for step, state, stats in optimise(
-                session.step, state, root_key=session.root_key, total_steps=session.config.steps
-            ):
-                now = time.monotonic()
+            steps = optimise(session.step, state, root_key=session.root_key, total_steps=total)
+            for step, new_state, stats in steps:
+                state, now = new_state, time.monotonic()
                 row = _row(step, stats, history, now - clock)
                 clock = now
                 writer.write(row)
-                reporter.step(step, session.config.steps, row["energy"], row["running_mean"])
+                reporter.step(step, total, row["energy"], row["running_mean"])
                 skipped_in_row = skipped_in_row + 1 if row["skipped"] else 0
-                if skipped_in_row == 0:
-                    good = state
-                if skipped_in_row >= config.max_skipped_steps:
-                    raise NonFiniteError(
-                        f"{skipped_in_row} consecutive steps had non-finite updates (last at step "
-                        f"{step}); the last good checkpoint is kept; try a lower optim.lr or resume"
-                    )
-                by_steps = config.every_steps and (step + 1) % config.every_steps == 0
-                by_time = config.every_minutes and now - last_save >= 60 * config.every_minutes
-                if by_steps or by_time or stop.signal is not None:
-                    _save(session, folder, good)
-                    last_save = time.monotonic()
+                _check_skipped(skipped_in_row, policy.max_skipped_steps, step)
                 if stop.signal is not None:
-                    reporter.log(
-                        f"stopped by signal {stop.signal} after step {step + 1}; checkpoint written"
-                    )
+                    _save(session, folder, state)
+                    reporter.log(f"stopped by signal {stop.signal} after step {step + 1}; saved")
                     return state
+                if schedule.due(step):
+                    _save(session, folder, state)
+                    schedule.saved()
         _save(session, folder, state)
         return state
     finally:
