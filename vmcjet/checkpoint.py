@@ -12,17 +12,13 @@ A checkpoint `ckpt_<step:08d>.h5` holds one dataset per pytree leaf, named by it
   scalar datasets); a typed PRNG key array is stored as its raw `jax.random.key_data` (uint32)
   with the attribute `prng_impl` naming the key implementation.
 
-Guarantees (tested in tests/test_checkpoint.py, listed in docs/reliability.md):
-
-- Atomic: the file is written under a temporary name (`.ckpt_<step>.h5.<pid>.tmp`) in the same
-  folder, fsynced, renamed with `os.replace`, and the folder is fsynced. A file carrying a final
-  name is therefore complete; a killed writer leaves only a temporary file, which readers ignore
-  and the next successful save deletes (one writer per folder).
-- Finite: a state with a NaN or infinity in any float or complex leaf is refused
-  (`NonFiniteError`), so the last good checkpoint is never replaced by a bad one.
-- Checked on read: a missing, extra or mis-shaped dataset, a wrong dtype or format version, a
-  truncated file or a checksum failure is a `CheckpointError` naming the file and the dataset.
-  `latest_valid_checkpoint` skips such files, newest first, and reports each one.
+Guarantees (each tested, see docs/reliability.md): atomic (written as `.ckpt_<step>.h5.<pid>.tmp`
+in the same folder, fsynced, `os.replace`d, folder fsynced, so a final name is always a complete
+file; leftover temporaries are ignored and removed by the next save, one writer per folder);
+never a non-finite float leaf (`NonFiniteError`, the previous checkpoint stays); every read
+checked (missing, extra or mis-shaped dataset, dtype, format version, truncation, checksum:
+`CheckpointError` naming the file and dataset); `latest_valid_checkpoint` skips and reports
+unusable files, newest first.
 
 In multi-process runs, gather the state to the host first (`vmcjet.distributed.gather_to_host`)
 and let process 0 alone write.
