@@ -34,7 +34,7 @@ def test_gaussian_kinetic_energy():
     # u = -a r^2 per electron: lap u = -6a, |grad u|^2 = 4 a^2 r^2, so T = 3a - 2 a^2 r^2.
     a = 0.7
     walkers = _walkers(4, 3, seed=1)
-    kinetic = make_kinetic_energy(lambda r: -a * jnp.sum(r**2), method="loop")(walkers)
+    kinetic = jax.jit(make_kinetic_energy(lambda r: -a * jnp.sum(r**2), method="loop"))(walkers)
     expected = jnp.sum(3 * a - 2 * a**2 * jnp.sum(walkers**2, axis=-1), axis=-1)
     np.testing.assert_allclose(kinetic, expected, rtol=1e-12)
 
@@ -42,8 +42,9 @@ def test_gaussian_kinetic_energy():
 @pytest.mark.parametrize("method", ["collapsed", "loop"])
 def test_walker_chunks_equal_unchunked(method):
     walkers = _walkers(7, 2, seed=2)
-    whole = make_kinetic_energy(_hydrogen_like, method=method)(walkers)
-    chunked = make_kinetic_energy(_hydrogen_like, method=method, walker_batch_size=3)(walkers)
+    whole = jax.jit(make_kinetic_energy(_hydrogen_like, method=method))(walkers)
+    chunked = make_kinetic_energy(_hydrogen_like, method=method, walker_batch_size=3)
+    chunked = jax.jit(chunked)(walkers)
     np.testing.assert_allclose(chunked, whole, rtol=1e-13)
 
 
