@@ -11,6 +11,7 @@ from vmcjet.optim.gradient import (
     clip_local_energies,
     energy_gradient,
     energy_gradient_residuals,
+    standard_promotion,
 )
 from vmcjet.optim.spring import SpringState, spring
 
@@ -47,4 +48,5 @@ __all__ = [
     "energy_gradient_residuals",
     "make_optimiser",
     "spring",
+    "standard_promotion",
 ]
