@@ -1,0 +1,39 @@
+"""Collapsed forward Laplacian: value, Jacobian and Laplacian of a JAX function in one forward pass.
+
+The mathematics
+---------------
+Let f map x (D entries) to y and let v_1..v_K be directions (by default the D unit vectors). For
+every intermediate array p of f we carry the *stack*
+
+    (p,  J_k = d_k p for k = 1..K,  L = sum_k d2p[v_k, v_k]),
+
+i.e. K first-order coefficients but ONE collapsed second-order coefficient. At the input,
+J_k = v_k and L = 0; at the output, J_k are the directional derivatives (the Jacobian rows) and
+L = sum_k d2f[v_k, v_k] (the Laplacian for unit vectors, tr(V^T H V) in general).
+
+Why the sum over k can be pulled inside: for q = g(p) the chain rule gives, per direction,
+
+    d_k q = g'(p)[d_k p],        d2q[v_k, v_k] = g''(p)[d_k p, d_k p] + g'(p)[d2p[v_k, v_k]].
+
+The second-order part is *linear* in d2p[v_k, v_k] (through g'(p), the same for every k), so summing
+over k commutes with it: L_q = g'(p)[L_p] + sum_k g''(p)[J_k, J_k]. Hence one second-order
+coefficient suffices, given the K first-order ones. The propagation rules
+(`rules.py`, `rules_linalg.py`, `rules_control.py`) are:
+
+- linear maps A (add, reshape, slicing, gathers, reductions, dot_general with a constant operand):
+  J_k -> A J_k and L -> A L, applied once to the K + 1 rows;
+- elementwise g: J_k -> g'(p) J_k, L -> g'(p) L + g''(p) sum_k J_k^2;
+- products a * b (mul, dot_general of two x-dependent operands, div via 1/b):
+  J_k -> a J_b,k + J_a,k b, L -> a L_b + L_a b + 2 sum_k J_a,k J_b,k (one contraction over k);
+- log|det A| (from one LU, M_k = A^-1 J_k): J -> tr(M_k), L -> tr(A^-1 L_A) - sum_k tr(M_k M_k);
+- nested jaxprs (jit, custom_jvp/vjp, remat) are interpreted inline; scan, while and cond carry
+  stacks through their bodies; any other primitive uses nested jvps of JAX's own rules (warned).
+
+Arrays that do not depend on x carry no stack at all (symbolic zeros), so parameters and constants
+cost nothing. Public entry point: `forward_laplacian`.
+"""
+
+from vmcjet.laplacian import rules_control as _rules_control  # noqa: F401 (registers rules)
+from vmcjet.laplacian.engine import forward_laplacian
+
+__all__ = ["forward_laplacian"]

@@ -1,0 +1,163 @@
+"""The jaxpr interpreter of the collapsed forward Laplacian and its entry point.
+
+`linearize_jaxpr` walks a jaxpr once on primal values (the *primal stage*): equations that do not
+depend on x are evaluated as they are, the others go through their rule (`rules.RULES`, falling
+back to nested jvps), which also returns a `push`. The returned `push` then maps input stacks to
+output stacks by calling those pushes in order. `forward_laplacian` seeds the input stack with the
+directions and, when chunking, calls `push` inside a `lax.fori_loop`, so that every primal
+intermediate (and every residual such as f'(x)) is computed once, outside the loop.
+"""
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from vmcjet.errors import InputError
+from vmcjet.laplacian._jax_internals import Jaxpr, Literal, bind_equation
+from vmcjet.laplacian.rules import RULES, fallback_rule
+
+Triple = tuple[jax.Array, jax.Array, jax.Array]
+
+
+def _inexact(var) -> bool:
+    return jnp.issubdtype(var.aval.dtype, jnp.inexact)
+
+
+def _is_dependent(var, dependent: set) -> bool:
+    return not isinstance(var, Literal) and var in dependent
+
+
+def linearize_jaxpr(
+    jaxpr: Jaxpr, consts: Sequence, primals: Sequence, dependent: Sequence[bool]
+) -> tuple[list, list[bool], Callable[[list], list]]:
+    """Primal stage of the collapsed forward Laplacian over one jaxpr.
+
+    Args:
+        jaxpr: an open jaxpr.
+        consts: values of its constvars (never differentiated).
+        primals: values of its invars.
+        dependent: which invars depend on x (those may receive stacks in `push`).
+
+    Returns:
+        (out_primals, out_dependent, push) where `push(in_stacks) -> out_stacks` maps one stack of
+        shape (K + 1,) + invar shape (or None) per invar to one stack (or None) per outvar.
+    """
+    env, depends, steps = {}, set(), []
+    read = lambda v: v.val if isinstance(v, Literal) else env[v]
+    env.update(zip(jaxpr.constvars, consts, strict=True))
+    env.update(zip(jaxpr.invars, primals, strict=True))
+    depends.update(v for v, d in zip(jaxpr.invars, dependent, strict=True) if d)
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        flags = [_is_dependent(v, depends) for v in eqn.invars]
+        if any(flags) and any(_inexact(v) for v in eqn.outvars):
+            rule = RULES.get(eqn.primitive) or fallback_rule(eqn.primitive)
+            outs, push = rule(invals, flags, **eqn.params)
+            steps.append((eqn.invars, eqn.outvars, push))
+            depends.update(v for v in eqn.outvars if _inexact(v))
+        else:
+            outs = bind_equation(eqn, invals)
+        env.update(zip(eqn.outvars, outs, strict=True))
+
+    def push(in_stacks: list) -> list:
+        stacks = {v: s for v, s in zip(jaxpr.invars, in_stacks, strict=True) if s is not None}
+        for invars, outvars, step in steps:
+            ins = [None if isinstance(v, Literal) else stacks.get(v) for v in invars]
+            if all(s is None for s in ins):
+                continue
+            for v, s in zip(outvars, step(ins), strict=True):
+                if s is not None and _inexact(v):
+                    stacks[v] = s
+        return [None if isinstance(v, Literal) else stacks.get(v) for v in jaxpr.outvars]
+
+    out_dependent = [_is_dependent(v, depends) for v in jaxpr.outvars]
+    return [read(v) for v in jaxpr.outvars], out_dependent, push
+
+
+def _seed(directions: jax.Array) -> jax.Array:
+    """Input stack: the directions as first-order rows and a zero second-order row."""
+    zero = jnp.zeros((1,) + directions.shape[1:], directions.dtype)
+    return jnp.concatenate([directions, zero])
+
+
+def _split(stack, value: jax.Array, rows: int) -> tuple[jax.Array, jax.Array]:
+    if stack is None:
+        return jnp.zeros((rows,) + value.shape, value.dtype), jnp.zeros_like(value)
+    return stack[:-1], stack[-1]
+
+
+def _chunked(push: Callable, directions: jax.Array, value: jax.Array, chunk: int):
+    """Directions `chunk` at a time in a fori_loop; the second-order parts add up across chunks."""
+    num = directions.shape[0]
+    blocks = -(-num // chunk)
+    pad = jnp.zeros((blocks * chunk - num,) + directions.shape[1:], directions.dtype)
+    grouped = jnp.concatenate([directions, pad]).reshape((blocks, chunk) + directions.shape[1:])
+
+    def body(i, carry):
+        firsts, second = carry
+        first_i, second_i = _split(push([_seed(grouped[i])])[0], value, chunk)
+        return firsts.at[i].set(first_i), second + second_i
+
+    init = (jnp.zeros((blocks, chunk) + value.shape, value.dtype), jnp.zeros_like(value))
+    firsts, second = lax.fori_loop(0, blocks, body, init)
+    return firsts.reshape((blocks * chunk,) + value.shape)[:num], second
+
+
+def _check_directions(directions, x: jax.Array) -> jax.Array:
+    if directions is None:
+        return jnp.eye(x.size, dtype=x.dtype).reshape((x.size,) + x.shape)
+    directions = jnp.asarray(directions)
+    if directions.ndim < 1 or directions.shape[1:] != x.shape:
+        raise InputError(
+            f"directions has shape {directions.shape}, expected (K,) + x.shape = (K,) + {x.shape}"
+        )
+    return directions.astype(x.dtype)
+
+
+def forward_laplacian(
+    f: Callable[[jax.Array], jax.Array],
+    *,
+    chunk_size: int | None = None,
+    directions: jax.Array | None = None,
+) -> Callable[[jax.Array], Triple]:
+    """Collapsed forward Laplacian of `f`: one forward pass for value, Jacobian and Laplacian.
+
+    Args:
+        f: function of one floating-point array x (any shape, D entries) returning one array.
+        chunk_size: if given, process this many directions at a time in a `lax.fori_loop`
+            (memory scales with `chunk_size` instead of K; the results are the same).
+        directions: optional array V of shape (K,) + x.shape; the default is the D unit vectors.
+
+    Returns:
+        A function `x -> (value, first, second)`. Without `directions`: `first` is the Jacobian,
+        shape value.shape + x.shape (the gradient for scalar f), and `second` is the Laplacian,
+        shape value.shape. With `directions`: `first` has shape (K,) + value.shape (the
+        directional derivatives) and `second` is sum_k d2f[v_k, v_k], shape value.shape.
+    """
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise InputError(f"chunk_size={chunk_size!r} must be a positive integer or None")
+
+    def apply(x: jax.Array) -> Triple:
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise InputError(f"x has dtype {x.dtype}; pass a floating-point array (e.g. float64)")
+        vectors = _check_directions(directions, x)
+        closed = jax.make_jaxpr(f)(jax.ShapeDtypeStruct(x.shape, x.dtype))
+        if len(closed.jaxpr.outvars) != 1:
+            raise InputError("f must return a single array; wrap pytree outputs in a function")
+        (value,), _, push = linearize_jaxpr(closed.jaxpr, closed.consts, [x], [True])
+        num = vectors.shape[0]
+        if chunk_size is None or chunk_size >= num:
+            first, second = _split(push([_seed(vectors)])[0], value, num)
+        else:
+            first, second = _chunked(push, vectors, value, chunk_size)
+        if directions is None:
+            lead = tuple(range(x.ndim))
+            first = jnp.moveaxis(
+                first.reshape(x.shape + value.shape), lead, [-1 - d for d in lead][::-1]
+            )
+        return value, first, second
+
+    return apply

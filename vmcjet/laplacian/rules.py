@@ -1,0 +1,427 @@
+"""Propagation rules of the collapsed forward Laplacian: the registry and the primitive families.
+
+A *stack* is the derivative information carried for one array `p` of shape `s`: an array of shape
+`(K + 1,) + s` whose first K rows are the first-order coefficients `J_k = d_k p` and whose last row
+is the collapsed second-order coefficient `L = sum_k d2p[v_k, v_k]` (see the package docstring).
+`None` is the symbolic zero stack (the array does not depend on x).
+
+A rule is `rule(primals, dependent, **params) -> (out_primals, push)`: it evaluates the primitive
+on the primal inputs (computing any residuals the derivatives need, such as f'(x) and f''(x)) and
+returns `push(stacks) -> out_stacks`, which maps input stacks (None for zero) to output stacks.
+Splitting the primal stage from `push` lets chunked evaluation compute every primal once.
+"""
+
+import warnings
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from vmcjet.laplacian._jax_internals import Primitive, bind_primitive, prims
+
+Push = Callable[[list], list]
+RULES: dict[Primitive, Callable] = {}
+
+_WARNED: set[str] = set()
+
+
+def expand(stack: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Broadcasts a stack `(K + 1,) + s` to `(K + 1,) + shape` (rank-0 and size-1 broadcasting)."""
+    if stack.shape[1:] == shape:
+        return stack
+    if stack.ndim == 1:
+        stack = stack.reshape(stack.shape[:1] + (1,) * len(shape))
+    return jnp.broadcast_to(stack, stack.shape[:1] + shape)
+
+
+def full(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Broadcasts a primal to `shape`, then adds the leading direction axis (length 1)."""
+    x = x if x.shape == shape else jnp.broadcast_to(x, shape)
+    return x[None]
+
+
+def add_second(stack: jax.Array, extra: jax.Array) -> jax.Array:
+    """Adds `extra` (shape of the primal) to the second-order row of `stack`."""
+    return stack.at[-1].add(extra)
+
+
+def sum_squares(stack: jax.Array) -> jax.Array:
+    """sum_k J_k^2 over the first-order rows of `stack`."""
+    first = stack[:-1]
+    return jnp.sum(first * first, axis=0)
+
+
+def num_rows(stacks: list) -> int:
+    """K + 1, read from the first non-zero stack."""
+    return next(s.shape[0] for s in stacks if s is not None)
+
+
+def zeros_stack(rows: int, like: jax.Array) -> jax.Array:
+    """A materialised zero stack for a primal (used only where a primitive needs every operand)."""
+    return jnp.zeros((rows,) + like.shape, like.dtype)
+
+
+def scale(stack: jax.Array, d1: jax.Array, d2: jax.Array | float | None) -> jax.Array:
+    """The elementwise chain rule: rows * f'(x), plus f''(x) * sum_k J_k^2 on the second row."""
+    out = full(d1, stack.shape[1:]) * stack
+    return out if d2 is None else add_second(out, d2 * sum_squares(stack))
+
+
+def product(a: jax.Array, b: jax.Array, ta, tb, shape: tuple[int, ...]):
+    """Stack of a * b (elementwise): b J_a + a J_b, plus the cross term 2 sum_k J_a,k J_b,k."""
+    if ta is None and tb is None:
+        return None
+    if tb is None:
+        return full(b, shape) * expand(ta, shape)
+    if ta is None:
+        return full(a, shape) * expand(tb, shape)
+    ta, tb = expand(ta, shape), expand(tb, shape)
+    out = full(b, shape) * ta + full(a, shape) * tb
+    return add_second(out, 2 * jnp.sum(ta[:-1] * tb[:-1], axis=0))
+
+
+def single(rule1: Callable) -> Callable:
+    """Adapts `rule1(*primals, **params) -> (out, push1(*stacks))` to the list-based interface."""
+
+    def rule(primals, dependent, **params):
+        del dependent
+        out, push1 = rule1(*primals, **params)
+        return [out], lambda stacks: [push1(*stacks)]
+
+    return rule
+
+
+# --- linear and structural primitives: the stack maps through the primitive itself ------------
+
+
+def register_linear(primitive: Primitive, linear_args: tuple[int, ...] | None = (0,)) -> None:
+    """Registers a primitive that is jointly linear in the operands `linear_args` (None: all).
+
+    The other operands (indices, predicates) must not depend on x. The push is the primitive
+    vmapped over the direction axis, so value-shaped reshapes, slices, gathers and reductions
+    apply to all K + 1 rows at once.
+    """
+
+    def rule(primals, dependent, **params):
+        del dependent
+        outs = bind_primitive(primitive, primals, params)
+        everything = range(len(primals))
+        linear = everything if linear_args is None else [i for i in linear_args if i in everything]
+
+        def push(stacks):
+            if all(stacks[i] is None for i in linear):
+                return [None] * len(outs)
+            rows = num_rows(stacks)
+            args = [
+                (zeros_stack(rows, p) if s is None else s) if i in linear else p
+                for i, (p, s) in enumerate(zip(primals, stacks, strict=True))
+            ]
+            axes = [0 if i in linear else None for i in range(len(primals))]
+            apply = jax.vmap(lambda *a: bind_primitive(primitive, a, params), in_axes=axes)
+            return apply(*args)
+
+        return outs, push
+
+    RULES[primitive] = rule
+
+
+def register_zero(primitive: Primitive) -> None:
+    """Registers a primitive whose derivative is zero almost everywhere (sign, floor, ...)."""
+
+    def rule(primals, dependent, **params):
+        del dependent
+        outs = bind_primitive(primitive, primals, params)
+        return outs, lambda stacks: [None] * len(outs)
+
+    RULES[primitive] = rule
+
+
+@single
+def _add(a, b):
+    out = lax.add(a, b)
+
+    def push(ta, tb):
+        if ta is None or tb is None:
+            t = ta if tb is None else tb
+            return expand(t, out.shape)
+        return expand(ta, out.shape) + expand(tb, out.shape)
+
+    return out, push
+
+
+@single
+def _sub(a, b):
+    out = lax.sub(a, b)
+
+    def push(ta, tb):
+        if tb is None:
+            return expand(ta, out.shape)
+        neg = -expand(tb, out.shape)
+        return neg if ta is None else expand(ta, out.shape) + neg
+
+    return out, push
+
+
+# --- elementwise nonlinear primitives: f'(x) and f''(x) -----------------------------------------
+
+
+def register_elementwise(primitive: Primitive, derivatives: Callable) -> None:
+    """Registers a unary elementwise primitive from `derivatives(x, y, **params) -> (f', f'')`.
+
+    `y = f(x)` is passed so that derivatives reuse it (exp, tanh, logistic); f'' may be None when it
+    vanishes. Both are computed in the primal stage, once.
+    """
+
+    @single
+    def rule1(x, **params):
+        y = primitive.bind(x, **params)
+        d1, d2 = derivatives(x, y, **params)
+        return y, lambda t: scale(t, d1, d2)
+
+    RULES[primitive] = rule1
+
+
+def _integer_pow_derivatives(x, y_exp):
+    def power(m):
+        return jnp.ones_like(x) if m == 0 else lax.integer_pow(x, m)
+
+    if y_exp == 0:
+        return jnp.zeros_like(x), None
+    d2 = None if y_exp == 1 else y_exp * (y_exp - 1) * power(y_exp - 2)
+    return y_exp * power(y_exp - 1), d2
+
+
+_TWO_OVER_SQRT_PI = 1.1283791670955126
+_LN2 = 0.6931471805599453
+
+_ELEMENTWISE = {
+    prims.exp_p: lambda x, y: (y, y),
+    prims.exp2_p: lambda x, y: (_LN2 * y, _LN2 * _LN2 * y),
+    prims.expm1_p: lambda x, y: (y + 1, y + 1),
+    prims.log_p: lambda x, y: (1 / x, -1 / (x * x)),
+    prims.log1p_p: lambda x, y: (1 / (1 + x), -1 / ((1 + x) * (1 + x))),
+    prims.tanh_p: lambda x, y: (1 - y * y, -2 * y * (1 - y * y)),
+    prims.logistic_p: lambda x, y: (y * (1 - y), y * (1 - y) * (1 - 2 * y)),
+    prims.sin_p: lambda x, y: (jnp.cos(x), -y),
+    prims.cos_p: lambda x, y: (-jnp.sin(x), -y),
+    prims.tan_p: lambda x, y: (1 + y * y, 2 * y * (1 + y * y)),
+    prims.sinh_p: lambda x, y: (jnp.cosh(x), y),
+    prims.cosh_p: lambda x, y: (jnp.sinh(x), y),
+    prims.sqrt_p: lambda x, y: (0.5 / y, -0.25 / (x * y)),
+    prims.rsqrt_p: lambda x, y: (-0.5 * y / x, 0.75 * y / (x * x)),
+    prims.cbrt_p: lambda x, y: (y / (3 * x), -2 * y / (9 * x * x)),
+    prims.atan_p: lambda x, y: (1 / (1 + x * x), -2 * x / ((1 + x * x) * (1 + x * x))),
+    prims.asinh_p: lambda x, y: (lax.rsqrt(1 + x * x), -x * lax.rsqrt(1 + x * x) ** 3),
+    prims.atanh_p: lambda x, y: (1 / (1 - x * x), 2 * x / ((1 - x * x) * (1 - x * x))),
+    prims.erf_p: lambda x, y: (
+        _TWO_OVER_SQRT_PI * jnp.exp(-x * x),
+        -2 * x * _TWO_OVER_SQRT_PI * jnp.exp(-x * x),
+    ),
+    prims.erfc_p: lambda x, y: (
+        -_TWO_OVER_SQRT_PI * jnp.exp(-x * x),
+        2 * x * _TWO_OVER_SQRT_PI * jnp.exp(-x * x),
+    ),
+    prims.abs_p: lambda x, y: (jnp.sign(x), None),
+    prims.square_p: lambda x, y: (2 * x, 2.0),
+}
+
+
+# --- bilinear and other multi-operand primitives -------------------------------------------------
+
+
+@single
+def _mul(a, b):
+    out = lax.mul(a, b)
+    return out, lambda ta, tb: product(a, b, ta, tb, out.shape)
+
+
+@single
+def _div(a, b):
+    out = lax.div(a, b)
+    inv = 1 / b
+
+    def push(ta, tb):
+        if tb is None:
+            return full(inv, out.shape) * expand(ta, out.shape)
+        t_inv = scale(tb, -inv * inv, 2 * inv * inv * inv)
+        return product(a, inv, ta, t_inv, out.shape)
+
+    return out, push
+
+
+@single
+def _pow(x, y):
+    out = lax.pow(x, y)
+
+    def push(tx, ty):
+        wide = lambda v: jnp.broadcast_to(v, out.shape)
+        if ty is None:
+            yf = lax.convert_element_type(y, out.dtype)
+            d1, d2 = yf * lax.pow(x, y - 1), yf * (yf - 1) * lax.pow(x, y - 2)
+            return scale(expand(tx, out.shape), wide(d1), wide(d2))
+        log_x = jnp.log(x)
+        if tx is None:
+            return scale(expand(ty, out.shape), wide(out * log_x), wide(out * log_x * log_x))
+        t_log = scale(tx, 1 / x, -1 / (x * x))
+        return scale(product(y, log_x, ty, t_log, out.shape), out, out)
+
+    return out, push
+
+
+def _register_minmax(primitive: Primitive, pick_first: Callable) -> None:
+    """max/min: the stack of the selected operand (ties share it half and half, as JAX does)."""
+
+    @single
+    def rule1(a, b):
+        out = primitive.bind(a, b)
+        half = jnp.asarray(0.5, out.dtype)
+        w = jnp.where(pick_first(a, b), 1, jnp.where(a == b, half, 0)).astype(out.dtype)
+        w = jnp.broadcast_to(w, out.shape)
+
+        def push(ta, tb):
+            terms = []
+            if ta is not None:
+                terms.append(w[None] * expand(ta, out.shape))
+            if tb is not None:
+                terms.append((1 - w)[None] * expand(tb, out.shape))
+            return sum(terms[1:], terms[0])
+
+        return out, push
+
+    RULES[primitive] = rule1
+
+
+def _register_reduce_extremum(primitive: Primitive) -> None:
+    """reduce_max/min: the stack at the extremal entries (averaged over ties)."""
+
+    @single
+    def rule1(x, *, axes, **params):
+        y = primitive.bind(x, axes=axes, **params)
+        kept = tuple(d for d in range(x.ndim) if d not in axes)
+        hit = (x == lax.broadcast_in_dim(y, x.shape, kept)).astype(x.dtype)
+        w = hit / jnp.sum(hit, axis=axes, keepdims=True)
+        return y, lambda t: jnp.sum(t * w[None], axis=tuple(a + 1 for a in axes))
+
+    RULES[primitive] = rule1
+
+
+@single
+def _dot_general(a, b, **params):
+    out = prims.dot_general_p.bind(a, b, **params)
+
+    def push(ta, tb):
+        terms = []
+        if ta is not None:
+            terms.append(jax.vmap(lambda t: prims.dot_general_p.bind(t, b, **params))(ta))
+        if tb is not None:
+            terms.append(jax.vmap(lambda t: prims.dot_general_p.bind(a, t, **params))(tb))
+        if len(terms) == 1:
+            return terms[0]
+        (lc, rc), (lb, rb) = params["dimension_numbers"]
+        shift = lambda dims: tuple(d + 1 for d in dims)
+        numbers = ((shift(lc) + (0,), shift(rc) + (0,)), (shift(lb), shift(rb)))
+        cross = prims.dot_general_p.bind(
+            ta[:-1], tb[:-1], **{**params, "dimension_numbers": numbers}
+        )
+        return add_second(terms[0] + terms[1], 2 * cross)
+
+    return out, push
+
+
+@single
+def _clamp(lo, x, hi):
+    out = lax.clamp(lo, x, hi)
+    below, above = x < lo, x > hi
+    weights = [w.astype(out.dtype) for w in (below, ~(below | above), above)]
+
+    def push(*stacks):
+        terms = [
+            jnp.broadcast_to(w, out.shape)[None] * expand(t, out.shape)
+            for w, t in zip(weights, stacks, strict=True)
+            if t is not None
+        ]
+        return sum(terms[1:], terms[0])
+
+    return out, push
+
+
+# --- generic fallback from JAX's own jvp rules ---------------------------------------------------
+
+
+def fallback_rule(primitive: Primitive) -> Callable:
+    """A rule for any primitive from nested jvps: slower, warns once per primitive."""
+
+    def rule(primals, dependent, **params):
+        if primitive.name not in _WARNED:
+            _WARNED.add(primitive.name)
+            warnings.warn(
+                f"forward_laplacian: no rule for primitive '{primitive.name}', using the generic "
+                "(nested jvp) fallback, which is slower",
+                stacklevel=2,
+            )
+        outs = bind_primitive(primitive, primals, params)
+        return outs, lambda stacks: _fallback_push(primitive, params, primals, dependent, stacks)
+
+    return rule
+
+
+def _fallback_push(primitive, params, primals, dependent, stacks):
+    idx = [i for i, s in enumerate(stacks) if s is not None]
+
+    def f(*varying):
+        args = list(primals)
+        for i, v in zip(idx, varying, strict=True):
+            args[i] = v
+        return tuple(bind_primitive(primitive, args, params))
+
+    base = tuple(primals[i] for i in idx)
+    jvp1 = lambda *t: jax.jvp(f, base, t)[1]
+    jvp2 = lambda *t: jax.jvp(lambda *p: jax.jvp(f, p, t)[1], base, t)[1]
+    firsts = [stacks[i][:-1] for i in idx]
+    out_first = jax.vmap(jvp1)(*firsts)
+    out_curv = jax.vmap(jvp2)(*firsts)
+    out_lin = jvp1(*[stacks[i][-1] for i in idx])
+    return [
+        jnp.concatenate([j, (jnp.sum(c, axis=0) + lin)[None]])
+        if jnp.issubdtype(lin.dtype, jnp.inexact)
+        else None
+        for j, c, lin in zip(out_first, out_curv, out_lin, strict=True)
+    ]
+
+
+# --- the registry --------------------------------------------------------------------------------
+
+for _p in (
+    prims.neg_p, prims.reshape_p, prims.broadcast_in_dim_p, prims.transpose_p, prims.squeeze_p,
+    prims.rev_p, prims.slice_p, prims.reduce_sum_p, prims.cumsum_p, prims.copy_p,
+    prims.convert_element_type_p, prims.reduce_precision_p, prims.gather_p, prims.dynamic_slice_p,
+    prims.real_p, prims.imag_p, prims.conj_p, prims.sharding_constraint_p,
+):  # fmt: skip
+    register_linear(_p)
+register_linear(prims.concatenate_p, None)
+register_linear(prims.pad_p, (0, 1))
+register_linear(prims.dynamic_update_slice_p, (0, 1))
+register_linear(prims.scatter_add_p, (0, 2))
+register_linear(prims.scatter_p, (0, 2))
+register_linear(prims.add_jaxvals_p, None)
+register_linear(prims.select_n_p, tuple(range(1, 64)))
+for _p in (
+    prims.sign_p, prims.floor_p, prims.ceil_p, prims.round_p, prims.stop_gradient_p,
+    prims.is_finite_p, prims.nextafter_p,
+):  # fmt: skip
+    register_zero(_p)
+for _p, _d in _ELEMENTWISE.items():
+    register_elementwise(_p, lambda x, out, _d=_d, **params: _d(x, out))
+register_elementwise(prims.integer_pow_p, lambda x, out, *, y: _integer_pow_derivatives(x, y))
+RULES[prims.add_p] = _add
+RULES[prims.sub_p] = _sub
+RULES[prims.mul_p] = _mul
+RULES[prims.div_p] = _div
+RULES[prims.pow_p] = _pow
+RULES[prims.dot_general_p] = _dot_general
+RULES[prims.clamp_p] = _clamp
+_register_minmax(prims.max_p, lambda a, b: a > b)
+_register_minmax(prims.min_p, lambda a, b: a < b)
+_register_reduce_extremum(prims.reduce_max_p)
+_register_reduce_extremum(prims.reduce_min_p)

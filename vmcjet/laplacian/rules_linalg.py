@@ -1,0 +1,70 @@
+"""Dedicated log-determinant rules: `jnp.linalg.slogdet` and `jnp.linalg.det` of x-dependent A.
+
+Both appear in jaxprs as a `jit` named "slogdet" / "det"; `rules_control` routes them here instead
+of interpreting their LU internals. With one LU of A (..., n, n) giving log|det A|, its sign and
+A^-1, and M_k = A^-1 d_k A:
+
+    d_k log|det A| = tr(M_k),
+    L log|det A|   = tr(A^-1 L A) - sum_k tr(M_k M_k),
+
+and the sign has zero derivatives. For det = sign * exp(logdet) with g_k = tr(M_k):
+d_k det = det g_k and L det = det (L logdet + sum_k g_k^2).
+"""
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def lu_logdet_inverse(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One LU of `a` (..., n, n): (sign, log|det a|, a^-1)."""
+    lu, pivots, perm = lax.linalg.lu(a)
+    diag = jnp.diagonal(lu, axis1=-2, axis2=-1)
+    swaps = jnp.sum(
+        pivots != lax.broadcasted_iota(pivots.dtype, pivots.shape, pivots.ndim - 1), axis=-1
+    )
+    parity = jnp.where(swaps % 2 == 1, -1, 1).astype(a.dtype)
+    sign = parity * jnp.prod(jnp.sign(diag), axis=-1)
+    logdet = jnp.sum(jnp.log(jnp.abs(diag)), axis=-1)
+    permutation = jax.nn.one_hot(perm, a.shape[-1], dtype=a.dtype)
+    lower_inv = lax.linalg.triangular_solve(
+        lu, permutation, left_side=True, lower=True, unit_diagonal=True
+    )
+    inverse = lax.linalg.triangular_solve(lu, lower_inv, left_side=True, lower=False)
+    return sign, logdet, inverse
+
+
+def logdet_stack(inverse: jax.Array, stack: jax.Array) -> jax.Array:
+    """Stack of log|det A| from the stack of A, shape (K + 1, ..., n, n) -> (K + 1, ...)."""
+    traces = jnp.einsum("...ji,k...ij->k...", inverse, stack)
+    m = jnp.einsum("...ij,k...jl->k...il", inverse, stack[:-1])
+    curvature = jnp.einsum("k...ij,k...ji->...", m, m)
+    return traces.at[-1].add(-curvature)
+
+
+def slogdet_rule(primals, dependent, **params):
+    """Rule for the `jit` named "slogdet": outputs (sign, log|det A|)."""
+    del dependent, params
+    sign, logdet, inverse = lu_logdet_inverse(primals[0])
+
+    def push(stacks):
+        return [None, None if stacks[0] is None else logdet_stack(inverse, stacks[0])]
+
+    return [sign, logdet], push
+
+
+def det_rule(primals, dependent, **params):
+    """Rule for the `jit` named "det"."""
+    del dependent, params
+    sign, logdet, inverse = lu_logdet_inverse(primals[0])
+    det = sign * jnp.exp(logdet)
+
+    def push(stacks):
+        if stacks[0] is None:
+            return [None]
+        log_stack = logdet_stack(inverse, stacks[0])
+        first = log_stack[:-1]
+        out = det[None] * log_stack
+        return [out.at[-1].add(det * jnp.sum(first * first, axis=0))]
+
+    return [det], push
