@@ -185,13 +185,14 @@ def run(
     """Runs (or resumes) an optimisation; returns the run folder."""
     if resume is not None:
         folder = runfolder.existing_run_folder(resume)
-        stored = runfolder.read_config(folder)
-        check_resume_compatible(stored, config, reinit_walkers=reinit_walkers)
-    else:
+        check_resume_compatible(
+            runfolder.read_config(folder), config, reinit_walkers=reinit_walkers
+        )
+    session = open_session(config, molecule)  # checks devices and batch size before any file
+    if resume is None:
         folder = runfolder.new_run_folder(out, molecule.name)
     reporter = Reporter(folder / runfolder.LOG_FILE, log_every=config.log_every)
     try:
-        session = open_session(config, molecule)
         if resume is not None:
             state = _restore(session, folder, reporter)
             runfolder.truncate_stats(folder, int(state.step))

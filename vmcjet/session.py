@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from vmcjet import distributed, hartree_fock, mcmc, optim, pretrain
 from vmcjet.config import Config
+from vmcjet.errors import InputError
 from vmcjet.molecule import Molecule
 from vmcjet.networks import Wavefunction, make_wavefunction
 from vmcjet.train import TrainState, log_abs_psi_fn, make_train_step
@@ -61,7 +62,15 @@ def open_session(config: Config, molecule: Molecule) -> Session:
     """Sets precision and devices, builds the wavefunction and the jitted step."""
     jax.config.update("jax_enable_x64", config.precision == "float64")
     distributed.initialize_distributed()
-    mesh = distributed.make_walker_mesh()
+    devices = jax.devices()
+    if config.devices is not None:
+        if config.devices > len(devices):
+            raise InputError(
+                f"config key 'devices' asks for {config.devices} devices but {len(devices)} exist; "
+                f"use --set devices={len(devices)} or fewer"
+            )
+        devices = devices[: config.devices]
+    mesh = distributed.make_walker_mesh(devices)
     distributed.check_batch_size(config.batch_size, mesh.devices.size)
     wavefunction = make_wavefunction(config.network, molecule)
     root = jax.random.key(config.seed)
@@ -108,11 +117,13 @@ def _pretrain(
         f"Hartree-Fock ({config.system.basis}): E = {hf.energy:.6f} Ha; pretraining "
         f"{config.pretrain.iterations} iterations"
     )
-    loss = float("nan")
-    for iteration, params, walkers, loss in pretrain.pretrain(
+    steps = pretrain.pretrain(
         session.wavefunction, hf, params, walkers, key=key, config=config.pretrain
-    ):
-        if (iteration + 1) % max(1, config.pretrain.iterations // 4) == 0:
+    )
+    report_every = max(1, config.pretrain.iterations // 4)
+    for iteration, new_params, new_walkers, loss in steps:
+        params, walkers = new_params, new_walkers
+        if (iteration + 1) % report_every == 0:
             log(f"pretraining {iteration + 1}/{config.pretrain.iterations}: loss {float(loss):.3e}")
     return params, walkers
 

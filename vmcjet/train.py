@@ -64,7 +64,7 @@ def log_abs_psi_fn(wavefunction: Wavefunction) -> Callable[[Params, jax.Array], 
 
 def masked_moments(values: jax.Array, finite: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Mean and variance of `values` (B,) over the entries where `finite` (B,) is True."""
-    count = jnp.maximum(jnp.sum(finite), 1)
+    count = jnp.maximum(jnp.sum(finite.astype(values.dtype)), 1.0)
     safe = jnp.where(finite, values, 0.0)
     mean = jnp.sum(safe) / count
     variance = jnp.sum(jnp.where(finite, (values - mean) ** 2, 0.0)) / count

@@ -1,0 +1,75 @@
+"""`vmcjet run / eval / analyze / plot` end to end through the CLI, with a tiny network."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import stats_rows, tiny_run_args
+
+from vmcjet import checkpoint, cli, hartree_fock
+from vmcjet.molecule import load_molecule
+
+
+@pytest.fixture(scope="module")
+def h2_run(tmp_path_factory):
+    """A real short H2 run: pretraining, burn-in and 150 SPRING steps."""
+    folder = tmp_path_factory.mktemp("h2") / "run"
+    args = tiny_run_args(folder, steps=150, batch=64, extra=["--set", "pretrain.iterations=50"])
+    assert cli.main(args) == 0
+    return folder
+
+
+def test_run_folder_contents(h2_run):
+    for name in ("config.toml", "metadata.json", "stats.csv", "run.log"):
+        assert (h2_run / name).is_file(), name
+    rows = stats_rows(h2_run)
+    assert [int(r["step"]) for r in rows] == list(range(150))
+    assert all(np.isfinite(float(r["energy"])) for r in rows)
+    metadata = json.loads((h2_run / "metadata.json").read_text())
+    assert metadata["seed"] == 0 and metadata["molecule"] == "H2"
+    assert metadata["jax_version"].startswith("0.9")
+    steps = [
+        checkpoint.read_header(p).step for p in checkpoint.list_checkpoints(h2_run / "checkpoints")
+    ]
+    assert steps[-1] == 150
+    assert "done: 150 steps" in (h2_run / "run.log").read_text()
+
+
+def test_energy_goes_below_hartree_fock(h2_run):
+    hf = hartree_fock.run_hartree_fock(load_molecule("H2"), basis="ccpvdz")
+    energies = np.array([float(r["energy"]) for r in stats_rows(h2_run)])
+    assert np.mean(energies[-30:]) < hf.energy
+
+
+def test_eval_analyze_plot(h2_run, capsys):
+    assert cli.main(["eval", str(h2_run), "--steps", "30"]) == 0
+    record = json.loads((h2_run / "eval.json").read_text())
+    assert record["samples"] == 30 and record["error"] > 0
+    assert record["reference"] == pytest.approx(-1.174475)
+    assert record["difference_mha"] == pytest.approx(
+        1000 * (record["energy"] - record["reference"])
+    )
+    assert cli.main(["analyze", str(h2_run)]) == 0
+    assert "reblocked" in capsys.readouterr().out
+    assert cli.main(["plot", str(h2_run)]) == 0
+    assert (h2_run / "training.png").stat().st_size > 10_000
+
+
+def test_existing_run_folder_needs_resume(h2_run, capsys):
+    assert cli.main(tiny_run_args(h2_run)) == 2
+    assert "already holds a run; use --resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--steps", "0"], "'steps' must be > 0"),
+        (["--batch-size", "-4"], "'batch_size' must be > 0"),
+        (["--set", "optim.lr=0"], "'optim.lr' must be > 0"),
+        (["--batch-size", "7"], "not divisible by the 2 devices"),
+    ],
+)
+def test_bad_run_settings_exit_2(tmp_path, capsys, extra, message):
+    assert cli.main(tiny_run_args(tmp_path / "run") + extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
