@@ -35,5 +35,14 @@ cost nothing. Public entry point: `forward_laplacian`.
 
 from vmcjet.laplacian import rules_control as _rules_control  # noqa: F401 (registers rules)
 from vmcjet.laplacian.engine import forward_laplacian
+from vmcjet.laplacian.kinetic import make_kinetic_energy
+from vmcjet.laplacian.methods import LAPLACIAN_METHODS, laplacian_method
+from vmcjet.laplacian.stochastic import stochastic_laplacian
 
-__all__ = ["forward_laplacian"]
+__all__ = [
+    "LAPLACIAN_METHODS",
+    "forward_laplacian",
+    "laplacian_method",
+    "make_kinetic_energy",
+    "stochastic_laplacian",
+]

@@ -59,6 +59,7 @@ def num_rows(stacks: list) -> int:
 
 def zeros_stack(rows: int, like: jax.Array) -> jax.Array:
     """A materialised zero stack for a primal (used only where a primitive needs every operand)."""
+    like = jnp.asarray(like)
     return jnp.zeros((rows,) + like.shape, like.dtype)
 
 
