@@ -23,7 +23,8 @@ HESSIAN = jax.hessian(_f)(X).reshape(6, 6)
 @pytest.mark.parametrize("distribution", DISTRIBUTIONS)
 def test_estimate_is_quadratic_form_of_its_directions(distribution):
     key = jax.random.key(3)
-    value, estimate = stochastic_laplacian(_f, key=key, num_samples=4, distribution=distribution)(X)
+    estimator = stochastic_laplacian(_f, key=key, num_samples=4, distribution=distribution)
+    value, estimate = jax.jit(estimator)(X)
     directions = sample_directions(
         key=key, num_samples=4, shape=X.shape, dtype=X.dtype, distribution=distribution
     ).reshape(4, 6)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from jax.experimental.jet import jet
 
 from vmcjet.errors import InputError
+from vmcjet.laplacian.engine import forward_laplacian
 
 Array = jax.Array
 Triple = tuple[Array, Array, Array]
@@ -63,8 +64,6 @@ def _linearized_gradient(f: Callable[[Array], Array], x: Array):
 
 
 def _collapsed(f, *, chunk_size=None):
-    from vmcjet.laplacian.engine import forward_laplacian
-
     return forward_laplacian(f, chunk_size=chunk_size)
 
 

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from vmcjet.errors import InputError
+from vmcjet.laplacian.engine import forward_laplacian
 
 Array = jax.Array
 
@@ -79,7 +80,6 @@ def stochastic_laplacian(
         raise InputError(f"unknown distribution {distribution!r}; choose one of: {valid}")
     if num_samples < 1:
         raise InputError(f"num_samples={num_samples} must be a positive integer")
-    from vmcjet.laplacian.engine import forward_laplacian
 
     def estimate(x: Array) -> tuple[Array, Array]:
         directions = sample_directions(
