@@ -64,6 +64,7 @@ def test_step_recomputes_log_psi_after_parameter_change():
     assert float(state.width) == pytest.approx(0.1)
 
 
+@pytest.mark.multidevice
 def test_same_key_same_walkers_and_sharded_walkers_agree():
     params = jnp.zeros(3)
     walkers = init_walkers(molecule("LiH", [3.0, 1.0]), 8, key=jax.random.key(3), dtype=jnp.float64)

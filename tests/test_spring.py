@@ -92,6 +92,7 @@ def test_norm_constraint(max_norm):
     assert squared == pytest.approx(min(max_norm, 0.01 * np.sum(phi**2)), rel=1e-8)
 
 
+@pytest.mark.multidevice
 def test_sharded_walkers_give_the_same_update():
     tree, residuals, params, _, _ = pytree_problem(8, seed=5)
     opt = spring(0.1, damping=1e-3, momentum=0.5, max_norm=1.0)
