@@ -63,10 +63,6 @@ def _linearized_gradient(f: Callable[[Array], Array], x: Array):
     return value, grad, hvp
 
 
-def _collapsed(f, *, chunk_size=None):
-    return forward_laplacian(f, chunk_size=chunk_size)
-
-
 def _hessian(f, *, chunk_size=None):
     del chunk_size  # the dense Hessian has no direction loop to chunk
 
@@ -141,7 +137,7 @@ def _folx_available() -> bool:
 
 
 LAPLACIAN_METHODS: dict[str, Factory] = {
-    "collapsed": _collapsed,
+    "collapsed": forward_laplacian,
     "hessian": _hessian,
     "loop": _loop,
     "vmap_jvp": _vmap_jvp,
