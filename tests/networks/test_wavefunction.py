@@ -17,8 +17,10 @@ KINDS = ("ferminet", "psiformer")
 MODES = list(itertools.product(KINDS, (False, True)))
 
 
-@pytest.mark.parametrize(("kind", "full"), MODES)
-@pytest.mark.parametrize("name", ["LiH", "Li"])
+@pytest.mark.parametrize(
+    ("kind", "full", "name"),
+    [(*mode, "LiH") for mode in MODES] + [("ferminet", False, "Li"), ("psiformer", True, "Li")],
+)
 def test_swapping_same_spin_electrons_flips_the_sign(kind, full, name):
     wf, params, mol = build(kind, name, full_determinant=full, envelope="anisotropic")
     x = walker(mol)
