@@ -62,13 +62,22 @@ def ferminet_size(cfg: FermiNetConfig, shape: tuple[int, int, int]) -> int:
     )
 
 
-def _mix(h: jax.Array, g: jax.Array, groups: tuple[tuple[int, int], ...]) -> jax.Array:
-    """[h_i, spin means of h, spin means of g_i.] for each electron: (n, (1+G) d1 + G d2)."""
-    n = h.shape[0]
-    means_h = [jnp.mean(h[a:b], axis=0, keepdims=True) for a, b in groups]
-    parts = [h] + [jnp.broadcast_to(m, (n, m.shape[1])) for m in means_h]
-    parts += [jnp.mean(g[:, a:b], axis=1) for a, b in groups]
-    return jnp.concatenate(parts, axis=1)
+def _one_electron_update(params: dict, h: jax.Array, g: jax.Array, groups) -> jax.Array:
+    """V f_i + b with f_i = [h_i, spin means of h, spin means of g_i.] ((1+G) d1 + G d2 rows of V).
+
+    The rows of V acting on the spin means of h are applied once per channel (not per electron),
+    which is the same linear map as concatenating f_i, at a fraction of the cost.
+    """
+    w, d1, d2 = params["w"], h.shape[1], g.shape[2]
+    out = h @ w[:d1] + params["b"][None, :]
+    offset = d1
+    for a, b in groups:
+        out = out + jnp.mean(h[a:b], axis=0, keepdims=True) @ w[offset : offset + d1]
+        offset += d1
+    for a, b in groups:
+        out = out + jnp.mean(g[:, a:b], axis=1) @ w[offset : offset + d2]
+        offset += d2
+    return out
 
 
 def _residual(new: jax.Array, old: jax.Array) -> jax.Array:
@@ -100,7 +109,7 @@ def apply_ferminet(
     h = stack_inputs(ae, r_ae, inputs).reshape(n, -1)
     g = stack_inputs(*electron_electron(electrons), inputs)
     for layer in params:
-        h_new = _residual(jnp.tanh(dense(layer["one"], _mix(h, g, groups))), h)
+        h_new = _residual(jnp.tanh(_one_electron_update(layer["one"], h, g, groups)), h)
         if "two" in layer:
             g = _residual(jnp.tanh(dense(layer["two"], g)), g)
         h = h_new
