@@ -98,7 +98,7 @@ def _chunked(push: Callable, directions: jax.Array, value: jax.Array, chunk: int
     def body(i, carry):
         firsts, second = carry
         first_i, second_i = _split(push([_seed(grouped[i])])[0], value, chunk)
-        return firsts.at[i].set(first_i), second + second_i
+        return lax.dynamic_update_index_in_dim(firsts, first_i, i, 0), second + second_i
 
     init = (jnp.zeros((blocks, chunk) + value.shape, value.dtype), jnp.zeros_like(value))
     firsts, second = lax.fori_loop(0, blocks, body, init)

@@ -42,8 +42,12 @@ def full(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 
 
 def add_second(stack: jax.Array, extra: jax.Array) -> jax.Array:
-    """Adds `extra` (shape of the primal) to the second-order row of `stack`."""
-    return stack.at[-1].add(extra)
+    """Adds `extra` (shape of the primal) to the second-order row of `stack`.
+
+    Written as a concatenation, which XLA fuses with the producer of `stack`; `.at[-1].add` would
+    lower to a scatter, slow on CPU.
+    """
+    return jnp.concatenate([stack[:-1], (stack[-1] + extra)[None]])
 
 
 def sum_squares(stack: jax.Array) -> jax.Array:

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from vmcjet.laplacian.rules import add_second
+
 
 def lu_logdet_inverse(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One LU of `a` (..., n, n): (sign, log|det a|, a^-1)."""
@@ -39,7 +41,7 @@ def logdet_stack(inverse: jax.Array, stack: jax.Array) -> jax.Array:
     traces = jnp.einsum("...ji,k...ij->k...", inverse, stack)
     m = jnp.einsum("...ij,k...jl->k...il", inverse, stack[:-1])
     curvature = jnp.einsum("k...ij,k...ji->...", m, m)
-    return traces.at[-1].add(-curvature)
+    return add_second(traces, -curvature)
 
 
 def slogdet_rule(primals, dependent, **params):
@@ -64,7 +66,6 @@ def det_rule(primals, dependent, **params):
             return [None]
         log_stack = logdet_stack(inverse, stacks[0])
         first = log_stack[:-1]
-        out = det[None] * log_stack
-        return [out.at[-1].add(det * jnp.sum(first * first, axis=0))]
+        return [add_second(det[None] * log_stack, det * jnp.sum(first * first, axis=0))]
 
     return [det], push
