@@ -1,7 +1,9 @@
 """Strict JAX settings for every test (as equinox does): float64 available, strict dtype
-promotion, rank promotion raises, and 2 fake CPU devices for the multi-device tests."""
+promotion, rank promotion raises, and 2 fake CPU devices for the multi-device tests. A persistent
+compilation cache, fresh for each session, lets the many small runs share their compiled steps."""
 
 import os
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
@@ -10,3 +12,6 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="vmcjet-jax-cache-"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -1,0 +1,94 @@
+"""Exact restart: 2N steps == N steps + resume + N steps, bitwise, on 1 and 2 devices; and the
+same energies when the device count changes."""
+
+import h5py
+import numpy as np
+import pytest
+from conftest import stats_rows, tiny_run_args
+
+from vmcjet import checkpoint, cli
+
+
+def final_arrays(folder) -> dict[str, np.ndarray]:
+    path = checkpoint.list_checkpoints(folder / "checkpoints")[-1]
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f["state"].visititems(
+            lambda name, obj: (
+                arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
+            )
+        )
+    return arrays
+
+
+def without_time(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def run(folder, steps, *extra):
+    assert cli.main(tiny_run_args(folder, steps=steps, extra=list(extra))) == 0
+
+
+@pytest.mark.parametrize("devices", [1, 2])
+def test_resume_is_bitwise_identical(tmp_path, devices):
+    extra = ("--set", f"devices={devices}", "--set", "checkpoint.every_steps=3")
+    run(tmp_path / "full", 8, *extra)
+    run(tmp_path / "half", 4, *extra)
+    assert cli.main(["run", "--resume", str(tmp_path / "half"), "--steps", "8"]) == 0
+    full, resumed = final_arrays(tmp_path / "full"), final_arrays(tmp_path / "half")
+    assert full.keys() == resumed.keys() and any("walkers" in k for k in full)
+    for name in full:
+        np.testing.assert_array_equal(full[name], resumed[name], err_msg=name)
+    full_rows, resumed_rows = stats_rows(tmp_path / "full"), stats_rows(tmp_path / "half")
+    assert without_time(full_rows) == without_time(resumed_rows)
+
+
+def test_same_energies_on_one_and_two_devices_and_across_a_change(tmp_path):
+    extra = ("--set", "precision=float64")
+    run(tmp_path / "one", 6, *extra, "--set", "devices=1")
+    run(tmp_path / "two", 6, *extra, "--set", "devices=2")
+    run(tmp_path / "changed", 3, *extra, "--set", "devices=2")
+    resume = ["run", "--resume", str(tmp_path / "changed"), "--steps", "6", "--set", "devices=1"]
+    assert cli.main(resume) == 0
+    energies = {
+        name: np.array([float(r["energy"]) for r in stats_rows(tmp_path / name)])
+        for name in ("one", "two", "changed")
+    }
+    assert energies["one"].shape == (6,)
+    np.testing.assert_allclose(energies["two"], energies["one"], rtol=1e-8)
+    np.testing.assert_allclose(energies["changed"], energies["one"], rtol=1e-8)
+
+
+def test_resume_refuses_a_changed_setting(tmp_path, capsys):
+    run(tmp_path / "run", 2)
+    capsys.readouterr()
+    assert cli.main(["run", "--resume", str(tmp_path / "run"), "--batch-size", "16"]) == 2
+    assert "setting 'batch_size' differs" in capsys.readouterr().err
+    assert cli.main(["run", "--resume", str(tmp_path / "run"), "--network", "psiformer"]) == 2
+    assert "setting 'network' differs" in capsys.readouterr().err
+
+
+def assert_one_error_line(err: str, message: str) -> None:
+    """Skipped-checkpoint reports may precede it; the error itself is one line, no traceback."""
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("vmcjet: error:") and message in last
+
+
+def test_resume_without_a_valid_checkpoint(tmp_path, capsys):
+    run(tmp_path / "run", 2)
+    for path in checkpoint.list_checkpoints(tmp_path / "run" / "checkpoints"):
+        path.write_bytes(path.read_bytes()[:200])
+    capsys.readouterr()
+    assert cli.main(["run", "--resume", str(tmp_path / "run"), "--steps", "4"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "no valid checkpoint")
+
+
+def test_resume_of_another_format_version(tmp_path, capsys):
+    run(tmp_path / "run", 2)
+    for path in checkpoint.list_checkpoints(tmp_path / "run" / "checkpoints"):
+        with h5py.File(path, "r+") as f:
+            f.attrs["format_version"] = 999
+    capsys.readouterr()
+    assert cli.main(["run", "--resume", str(tmp_path / "run"), "--steps", "4"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "format version")
