@@ -10,7 +10,8 @@ Every factory has the signature ``factory(f, *, chunk_size=None)`` and returns a
   coordinates of the Hessian-vector product, accumulating the diagonal (FermiNet's approach).
 - ``"vmap_jvp"``: the same Hessian-vector product, vmapped over the D unit vectors.
 - ``"taylor"``: standard (uncollapsed) Taylor mode: an order-2 ``jax.experimental.jet`` per unit
-  vector, vmapped; the D second-order coefficients are summed at the end.
+  vector, vmapped; the D second-order coefficients are summed at the end. jet has no rules for
+  ``lu`` (so no slogdet/det: determinant wavefunctions fail), control flow or ``reduce_prod``.
 - ``"folx"``: ``folx.forward_laplacian`` (registered only when the optional folx package imports).
 
 ``chunk_size`` bounds how many directions are processed at once where a method maps over directions
