@@ -98,63 +98,80 @@ def parameter_count(cfg: NetworkConfig, molecule: Molecule) -> int:
     return backbone + orbitals + (2 if cfg.jastrow else 0)
 
 
-def make_wavefunction(network_config: NetworkConfig, molecule: Molecule) -> Wavefunction:
-    """The wavefunction of `molecule` described by `network_config` (see the module docstring)."""
-    cfg = resolve_config(network_config)
+class _Layout(NamedTuple):
+    """Static facts about the molecule that shape the network."""
+
+    n_alpha: int
+    n_beta: int
+    groups: tuple[tuple[int, int], ...]  # (start, stop) of the non-empty spin channels
+    coords: np.ndarray  # (n_atoms, 3) nuclei, bohr
+
+
+def _layout(molecule: Molecule) -> _Layout:
     n_alpha, n_beta = molecule.n_alpha, molecule.n_beta
     if n_alpha < 1 or n_beta < 0:
         raise InputError(
             f"{molecule.name}: need n_alpha >= 1 and n_beta >= 0, got {n_alpha}, {n_beta}; "
             "check the charge and spin (2S = N_alpha - N_beta >= 0)"
         )
-    groups = spin_groups(n_alpha, n_beta)
-    n_atoms = len(molecule.symbols)
     coords = np.asarray(molecule.coords, dtype=np.float64)
-    n_orbs = orbital_widths(groups, cfg.full_determinant)
-    f = input_width(cfg.inputs)
+    return _Layout(n_alpha, n_beta, spin_groups(n_alpha, n_beta), coords)
+
+
+def _init_params(cfg: NetworkConfig, layout: _Layout, key: jax.Array, dtype) -> dict:
+    n_atoms, f = len(layout.coords), input_width(cfg.inputs)
+    key_backbone, key_orbitals = jax.random.split(key)
+    if cfg.kind == "ferminet":
+        shape = (n_atoms, len(layout.groups), f)
+        backbone = init_ferminet(key_backbone, cfg.ferminet, shape, dtype=dtype)
+    else:
+        backbone = init_psiformer(key_backbone, cfg.psiformer, f * n_atoms, dtype=dtype)
+    orbitals = init_orbitals(
+        key_orbitals,
+        width=_width(cfg),
+        n_atoms=n_atoms,
+        n_dets=cfg.determinants,
+        n_orbs=orbital_widths(layout.groups, cfg.full_determinant),
+        envelope=cfg.envelope,
+        dtype=dtype,
+    )
+    params = {"backbone": backbone, "orbitals": orbitals}
+    if cfg.jastrow:
+        params["jastrow"] = init_jastrow(dtype=dtype)
+    return params
+
+
+def _orbital_blocks(cfg: NetworkConfig, layout: _Layout, params: dict, electrons: jax.Array):
+    """Per spin channel (K, n_s, n_orb) orbital values at electrons (n, 3), bohr."""
+    ae, r_ae = electron_nucleus(electrons, layout.coords.astype(electrons.dtype))
+    if cfg.kind == "ferminet":
+        h = apply_ferminet(params["backbone"], electrons, ae, r_ae, layout.groups, cfg.inputs)
+    else:
+        h = apply_psiformer(params["backbone"], cfg.psiformer, ae, r_ae, layout.n_alpha, cfg.inputs)
+    return apply_orbitals(params["orbitals"], h, ae, r_ae, layout.groups, cfg.determinants)
+
+
+def make_wavefunction(network_config: NetworkConfig, molecule: Molecule) -> Wavefunction:
+    """The wavefunction of `molecule` described by `network_config` (see the module docstring)."""
+    cfg = resolve_config(network_config)
+    layout = _layout(molecule)
 
     def init(*, key: jax.Array, dtype=jnp.float32) -> dict:
-        key_backbone, key_orbitals = jax.random.split(key)
-        if cfg.kind == "ferminet":
-            shape = (n_atoms, len(groups), f)
-            backbone = init_ferminet(key_backbone, cfg.ferminet, shape, dtype=dtype)
-        else:
-            backbone = init_psiformer(key_backbone, cfg.psiformer, f * n_atoms, dtype=dtype)
-        params = {
-            "backbone": backbone,
-            "orbitals": init_orbitals(
-                key_orbitals,
-                width=_width(cfg),
-                n_atoms=n_atoms,
-                n_dets=cfg.determinants,
-                n_orbs=n_orbs,
-                envelope=cfg.envelope,
-                dtype=dtype,
-            ),
-        }
-        if cfg.jastrow:
-            params["jastrow"] = init_jastrow(dtype=dtype)
-        return params
-
-    def blocks(params: dict, electrons: jax.Array) -> list[jax.Array]:
-        ae, r_ae = electron_nucleus(electrons, coords.astype(electrons.dtype))
-        if cfg.kind == "ferminet":
-            h = apply_ferminet(params["backbone"], electrons, ae, r_ae, groups, cfg.inputs)
-        else:
-            h = apply_psiformer(params["backbone"], cfg.psiformer, ae, r_ae, n_alpha, cfg.inputs)
-        return apply_orbitals(params["orbitals"], h, ae, r_ae, groups, cfg.determinants)
+        return _init_params(cfg, layout, key, dtype)
 
     def apply(params: dict, electrons: jax.Array) -> tuple[jax.Array, jax.Array]:
         params = _cast(params, electrons.dtype)
-        signs, logs = log_determinants(blocks(params, electrons), cfg.full_determinant)
-        sign, log_abs = signed_log_sum(signs, logs)
+        blocks = _orbital_blocks(cfg, layout, params, electrons)
+        sign, log_abs = signed_log_sum(*log_determinants(blocks, cfg.full_determinant))
         if cfg.jastrow:
-            log_abs = log_abs + apply_jastrow(params["jastrow"], electrons, n_alpha, n_beta)
+            jastrow = apply_jastrow(params["jastrow"], electrons, layout.n_alpha, layout.n_beta)
+            log_abs = log_abs + jastrow
         return sign, log_abs
 
     def orbitals(params: dict, electrons: jax.Array) -> jax.Array:
         params = _cast(params, electrons.dtype)
-        return dense_matrices(blocks(params, electrons), cfg.full_determinant)
+        blocks = _orbital_blocks(cfg, layout, params, electrons)
+        return dense_matrices(blocks, cfg.full_determinant)
 
     return Wavefunction(init=init, apply=apply, orbitals=orbitals)
 
