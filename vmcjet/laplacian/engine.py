@@ -16,7 +16,7 @@ from jax import lax
 
 from vmcjet.errors import InputError
 from vmcjet.laplacian._jax_internals import Jaxpr, Literal, bind_equation
-from vmcjet.laplacian.rules import RULES, fallback_rule
+from vmcjet.laplacian.rules import RULES, fallback_rule, materialize
 
 Triple = tuple[jax.Array, jax.Array, jax.Array]
 
@@ -67,10 +67,14 @@ def linearize_jaxpr(
             ins = [None if isinstance(v, Literal) else stacks.get(v) for v in invars]
             if all(s is None for s in ins):
                 continue
+            if not getattr(step, "accepts_lazy", False):
+                ins = [materialize(s) for s in ins]
             for v, s in zip(outvars, step(ins), strict=True):
                 if s is not None and _inexact(v):
                     stacks[v] = s
-        return [None if isinstance(v, Literal) else stacks.get(v) for v in jaxpr.outvars]
+        return [
+            None if isinstance(v, Literal) else materialize(stacks.get(v)) for v in jaxpr.outvars
+        ]
 
     out_dependent = [_is_dependent(v, depends) for v in jaxpr.outvars]
     return [read(v) for v in jaxpr.outvars], out_dependent, push

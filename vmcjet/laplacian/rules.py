@@ -56,6 +56,11 @@ def sum_squares(stack: jax.Array) -> jax.Array:
     return jnp.sum(first * first, axis=0)
 
 
+def materialize(stack):
+    """Lazy stacks (see `rules_dot`) become arrays; arrays and None pass through."""
+    return stack.materialize() if hasattr(stack, "materialize") else stack
+
+
 def num_rows(stacks: list) -> int:
     """K + 1, read from the first non-zero stack."""
     return next(s.shape[0] for s in stacks if s is not None)
@@ -312,29 +317,6 @@ def _register_reduce_extremum(primitive: Primitive) -> None:
 
 
 @single
-def _dot_general(a, b, **params):
-    out = prims.dot_general_p.bind(a, b, **params)
-
-    def push(ta, tb):
-        terms = []
-        if ta is not None:
-            terms.append(jax.vmap(lambda t: prims.dot_general_p.bind(t, b, **params))(ta))
-        if tb is not None:
-            terms.append(jax.vmap(lambda t: prims.dot_general_p.bind(a, t, **params))(tb))
-        if len(terms) == 1:
-            return terms[0]
-        (lc, rc), (lb, rb) = params["dimension_numbers"]
-        shift = lambda dims: tuple(d + 1 for d in dims)
-        numbers = ((shift(lc) + (0,), shift(rc) + (0,)), (shift(lb), shift(rb)))
-        cross = prims.dot_general_p.bind(
-            ta[:-1], tb[:-1], **{**params, "dimension_numbers": numbers}
-        )
-        return add_second(terms[0] + terms[1], 2 * cross)
-
-    return out, push
-
-
-@single
 def _clamp(lo, x, hi):
     out = lax.clamp(lo, x, hi)
     below, above = x < lo, x > hi
@@ -398,13 +380,12 @@ def _fallback_push(primitive, params, primals, dependent, stacks):
 # --- the registry --------------------------------------------------------------------------------
 
 for _p in (
-    prims.neg_p, prims.reshape_p, prims.broadcast_in_dim_p, prims.transpose_p, prims.squeeze_p,
+    prims.neg_p, prims.reshape_p, prims.transpose_p, prims.squeeze_p,
     prims.rev_p, prims.slice_p, prims.reduce_sum_p, prims.cumsum_p, prims.copy_p,
     prims.convert_element_type_p, prims.reduce_precision_p, prims.gather_p, prims.dynamic_slice_p,
     prims.real_p, prims.imag_p, prims.conj_p, prims.sharding_constraint_p,
 ):  # fmt: skip
     register_linear(_p)
-register_linear(prims.concatenate_p, None)
 register_linear(prims.pad_p, (0, 1))
 register_linear(prims.dynamic_update_slice_p, (0, 1))
 register_linear(prims.scatter_add_p, (0, 2))
@@ -424,7 +405,6 @@ RULES[prims.sub_p] = _sub
 RULES[prims.mul_p] = _mul
 RULES[prims.div_p] = _div
 RULES[prims.pow_p] = _pow
-RULES[prims.dot_general_p] = _dot_general
 RULES[prims.clamp_p] = _clamp
 _register_minmax(prims.max_p, lambda a, b: a > b)
 _register_minmax(prims.min_p, lambda a, b: a < b)

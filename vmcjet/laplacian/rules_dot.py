@@ -1,0 +1,145 @@
+"""dot_general, with lazy broadcast and concatenate stacks so mean-field layers stay cheap.
+
+A FermiNet layer computes concat([h, broadcast(mean_up), broadcast(mean_down), g]) @ W.
+Materialising the stack of the concatenation costs (K + 1) n (total width) H multiply-adds. The
+stacks of `broadcast_in_dim` and `concatenate` are therefore kept lazy (`Broadcast`, `Concat`):
+a dot_general with a constant operand splits W along the concatenated axis,
+sum_i dot(piece_i, W_i), multiplies a broadcast piece *before* broadcasting,
+dot(broadcast(b), W_i) = broadcast(dot(b, W_i)), and skips symbolic-zero pieces. Every other
+consumer materialises a lazy stack (XLA fuses the broadcast or concatenation into it).
+
+dot_general of two x-dependent operands is bilinear: b J_a + J_a b rows plus the cross term
+2 sum_k dot(J_a,k, J_b,k), computed as one dot_general that also contracts the direction axis.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from vmcjet.laplacian._jax_internals import prims
+from vmcjet.laplacian.rules import RULES, add_second, materialize, zeros_stack
+
+
+class Broadcast(NamedTuple):
+    """Lazy stack of broadcast_in_dim(operand, shape, dims)."""
+
+    base: jax.Array  # (K + 1,) + operand shape
+    shape: tuple[int, ...]
+    dims: tuple[int, ...]
+
+    def materialize(self) -> jax.Array:
+        dims = (0,) + tuple(d + 1 for d in self.dims)
+        return lax.broadcast_in_dim(self.base, self.base.shape[:1] + self.shape, dims)
+
+
+class Concat(NamedTuple):
+    """Lazy stack of concatenate(operands, dimension); pieces are stacks, Broadcasts or None."""
+
+    pieces: tuple
+    primals: tuple
+    dimension: int
+
+    def materialize(self) -> jax.Array:
+        rows = next(materialize(p).shape[0] for p in self.pieces if p is not None)
+        parts = [
+            zeros_stack(rows, x) if p is None else materialize(p)
+            for p, x in zip(self.pieces, self.primals, strict=True)
+        ]
+        return jnp.concatenate(parts, axis=self.dimension + 1)
+
+
+def _lazy(push):
+    push.accepts_lazy = True
+    return push
+
+
+def _broadcast_rule(primals, dependent, **params):
+    del dependent
+    out = prims.broadcast_in_dim_p.bind(*primals, **params)
+    shape, dims = params["shape"], params["broadcast_dimensions"]
+    return [out], lambda stacks: [Broadcast(stacks[0], tuple(shape), tuple(dims))]
+
+
+def _concatenate_rule(primals, dependent, *, dimension):
+    del dependent
+    out = prims.concatenate_p.bind(*primals, dimension=dimension)
+
+    def push(stacks):
+        pieces = tuple(
+            s if s is None or isinstance(s, Broadcast) else materialize(s) for s in stacks
+        )
+        return [Concat(pieces, tuple(primals), dimension)]
+
+    return [out], _lazy(push)
+
+
+def _dot(lhs, rhs, params, numbers=None):
+    numbers = params["dimension_numbers"] if numbers is None else numbers
+    return prims.dot_general_p.bind(lhs, rhs, **{**params, "dimension_numbers": numbers})
+
+
+def _dot_broadcast(t: Broadcast, const, params):
+    """dot(broadcast(b), W) = broadcast(dot(b, W)), or None when a contracted axis is broadcast."""
+    (lc, rc), _ = params["dimension_numbers"]
+    base_shape = t.base.shape[1:]
+    if any(c not in t.dims or base_shape[t.dims.index(c)] != t.shape[c] for c in lc):
+        return None
+    base_lc = tuple(t.dims.index(c) for c in lc)
+    r = jax.vmap(lambda s: _dot(s, const, params, ((base_lc, tuple(rc)), ((), ()))))(t.base)
+    free = [j for j in range(len(t.shape)) if j not in lc]
+    base_free = [i for i in range(len(base_shape)) if i not in base_lc]
+    const_free = [const.shape[j] for j in range(const.ndim) if j not in rc]
+    dims = [1 + free.index(t.dims[i]) for i in base_free]
+    dims += [1 + len(free) + j for j in range(len(const_free))]
+    shape = r.shape[:1] + tuple(t.shape[j] for j in free) + tuple(const_free)
+    return lax.broadcast_in_dim(r, shape, (0,) + tuple(dims))
+
+
+def _dot_lhs_stack(t, const, params):
+    """Stack of dot_general(lhs, const) from the (possibly lazy) stack `t` of lhs."""
+    (lc, rc), (lb, _) = params["dimension_numbers"]
+    if isinstance(t, Concat) and not lb and t.dimension in lc:
+        axis, start, terms = rc[lc.index(t.dimension)], 0, []
+        for piece, x in zip(t.pieces, t.primals, strict=True):
+            size = x.shape[t.dimension]
+            if piece is not None:
+                part = lax.slice_in_dim(const, start, start + size, axis=axis)
+                terms.append(_dot_lhs_stack(piece, part, params))
+            start += size
+        return sum(terms[1:], terms[0])
+    if isinstance(t, Broadcast) and not lb:
+        result = _dot_broadcast(t, const, params)
+        if result is not None:
+            return result
+    return jax.vmap(lambda s: _dot(s, const, params))(materialize(t))
+
+
+def _dot_general_rule(primals, dependent, **params):
+    del dependent
+    a, b = primals
+    out = _dot(a, b, params)
+
+    def push(stacks):
+        ta, tb = stacks
+        if tb is None:
+            return [_dot_lhs_stack(ta, b, params)]
+        tb = materialize(tb)
+        from_b = jax.vmap(lambda s: _dot(a, s, params))(tb)
+        if ta is None:
+            return [from_b]
+        ta = materialize(ta)
+        (lc, rc), (lb, rb) = params["dimension_numbers"]
+        shift = lambda dims: tuple(d + 1 for d in dims)
+        numbers = ((shift(lc) + (0,), shift(rc) + (0,)), (shift(lb), shift(rb)))
+        cross = _dot(ta[:-1], tb[:-1], params, numbers)
+        from_a = jax.vmap(lambda s: _dot(s, b, params))(ta)
+        return [add_second(from_a + from_b, 2 * cross)]
+
+    return [out], _lazy(push)
+
+
+RULES[prims.broadcast_in_dim_p] = _broadcast_rule
+RULES[prims.concatenate_p] = _concatenate_rule
+RULES[prims.dot_general_p] = _dot_general_rule
