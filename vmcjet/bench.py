@@ -249,6 +249,7 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "load_average_1_5_15_min": os.getloadavg(),  # other processes sharing the CPU
         "python": platform.python_version(),
         "jax": jax.__version__,
         "backend": jax.default_backend(),
