@@ -21,7 +21,10 @@ coefficient suffices, given the K first-order ones. The propagation rules
 (`rules.py`, `rules_linalg.py`, `rules_control.py`) are:
 
 - linear maps A (add, reshape, slicing, gathers, reductions, dot_general with a constant operand):
-  J_k -> A J_k and L -> A L, applied once to the K + 1 rows;
+  J_k -> A J_k and L -> A L, applied once to the K + 1 rows (the last row of a stack is L, so a
+  constant matmul is a single matmul over K + 1 stacked rows); broadcast and concatenate stay
+  lazy so that concat([h, broadcast(mean)]) @ W splits W and multiplies the mean before
+  broadcasting (`rules_dot.py`);
 - elementwise g: J_k -> g'(p) J_k, L -> g'(p) L + g''(p) sum_k J_k^2;
 - products a * b (mul, dot_general of two x-dependent operands, div via 1/b):
   J_k -> a J_b,k + J_a,k b, L -> a L_b + L_a b + 2 sum_k J_a,k J_b,k (one contraction over k);
@@ -30,7 +33,12 @@ coefficient suffices, given the K first-order ones. The propagation rules
   stacks through their bodies; any other primitive uses nested jvps of JAX's own rules (warned).
 
 Arrays that do not depend on x carry no stack at all (symbolic zeros), so parameters and constants
-cost nothing. Public entry point: `forward_laplacian`.
+cost nothing. Rules evaluate the primal (and residuals such as g'(p), g''(p), A^-1) in a primal
+stage and return a `push` for the stacks (`engine.py`), so `chunk_size` runs only the pushes in a
+`lax.fori_loop` over blocks of directions: the L contributions of the blocks simply add up.
+
+Public entry point: `forward_laplacian`. Electron-wise sparsity of the stacks (as in folx/LapNet) is
+not implemented: every stack is dense in the K directions.
 """
 
 from vmcjet.laplacian import rules_control as _rules_control  # noqa: F401 (registers rules)
