@@ -11,6 +11,7 @@ integers or booleans, so they never carry derivatives.
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 from vmcjet.laplacian._jax_internals import bind_primitive, inner_jaxpr, jaxpr_as_fun, prims
@@ -55,10 +56,10 @@ def _abstract(tree):
 
 def _carry_mask(step: Callable, carry_p: list, carry_s: list, rows: int, *rest) -> list[bool]:
     """Which carries need stacks: start from the initial ones, add those the step makes nonzero."""
-    mask = [s is not None for s in carry_s]
+    mask, num = [s is not None for s in carry_s], len(carry_s)
     while True:
         filled = _abstract(_fill(mask, carry_s, carry_p, rows))
-        out_s = jax.eval_shape(lambda s, *r: step(carry_p, s, *r)[1], filled, *rest)
+        out_s = jax.eval_shape(lambda s, *r: step(carry_p, s, *r)[1][:num], filled, *rest)
         new = [m or o is not None for m, o in zip(mask, out_s, strict=True)]
         if new == mask:
             return mask
@@ -74,19 +75,17 @@ def _scan_rule(primals, dependent, **params):
         rows = num_rows(stacks)
         consts_p, carry_p, xs_p = primals[:nc], primals[nc : nc + ncarry], primals[nc + ncarry :]
         consts_s, carry_s, xs_s = stacks[:nc], stacks[nc : nc + ncarry], stacks[nc + ncarry :]
-        xs_s = [None if s is None else jax.numpy.moveaxis(s, 1, 0) for s in xs_s]
+        xs_s = [None if s is None else jnp.moveaxis(s, 1, 0) for s in xs_s]
 
         def step(cp, cs, x):
-            o, o_s = _stacks_through(
-                body, consts_p + list(cp) + list(x[0]), consts_s + list(cs) + list(x[1])
-            )
-            return o, o_s[:ncarry]
+            ins_p, ins_s = consts_p + list(cp) + list(x[0]), consts_s + list(cs) + list(x[1])
+            return _stacks_through(body, ins_p, ins_s)
 
         x_slice = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), (xs_p, xs_s))
         mask = _carry_mask(step, carry_p, carry_s, rows, x_slice)
 
         def scan_body(carry, x):
-            o, o_s = _stacks_through(body, consts_p + carry[0] + x[0], consts_s + carry[1] + x[1])
+            o, o_s = step(carry[0], carry[1], x)
             new_s = _fill(mask, o_s[:ncarry], o[:ncarry], rows)
             return (o[:ncarry], new_s), (o[ncarry:], o_s[ncarry:])
 
@@ -95,7 +94,7 @@ def _scan_rule(primals, dependent, **params):
             scan_body, init, (list(xs_p), xs_s), length=params["length"],
             reverse=params["reverse"], unroll=params["unroll"],
         )  # fmt: skip
-        return final_s + [None if s is None else jax.numpy.moveaxis(s, 0, 1) for s in ys_s]
+        return final_s + [None if s is None else jnp.moveaxis(s, 0, 1) for s in ys_s]
 
     return outs, push
 
