@@ -15,13 +15,13 @@ from typing import Any
 import jax
 import numpy as np
 
-from vmcjet import checkpoint, runfolder
+from vmcjet import checkpoint, distributed, runfolder
 from vmcjet import config as config_lib
 from vmcjet.config import Config
 from vmcjet.errors import InputError, NonFiniteError
 from vmcjet.molecule import Molecule
 from vmcjet.progress import Reporter
-from vmcjet.session import Session, initial_state, open_session
+from vmcjet.session import Session, fresh_walkers, initial_state, open_session, restore_state
 from vmcjet.train import StepStats, TrainState, optimise
 
 # Settings that must not change when a run is resumed (walkers and parameters depend on them).
@@ -95,25 +95,17 @@ def _checkpoint_metadata(session: Session) -> dict[str, Any]:
     }
 
 
-def _save(session: Session, folder: Path, state: TrainState) -> Path:
-    return checkpoint.save_checkpoint(
-        folder / runfolder.CHECKPOINT_DIR,
-        step=int(state.step),
-        state=jax.device_get(state),
-        metadata=_checkpoint_metadata(session),
-        keep=session.config.checkpoint.keep,
-    )
-
-
-def _restore(session: Session, folder: Path, reporter: Reporter) -> TrainState:
-    template = jax.device_get(initial_state(session, template_only=True))
-    restored = checkpoint.latest_valid_checkpoint(
-        folder / runfolder.CHECKPOINT_DIR,
-        like=template,
-        report=reporter.log,
-    )
-    reporter.log(f"resuming from {restored.path.name} (step {restored.step})")
-    return session.place(restored.state)
+def _save(session: Session, folder: Path, state: TrainState) -> None:
+    """Every process gathers the state; process 0 alone writes the checkpoint."""
+    host_state = distributed.gather_to_host(state)
+    if jax.process_index() == 0:
+        checkpoint.save_checkpoint(
+            folder / runfolder.CHECKPOINT_DIR,
+            step=int(state.step),
+            state=host_state,
+            metadata=_checkpoint_metadata(session),
+            keep=session.config.checkpoint.keep,
+        )
 
 
 class _SaveSchedule:
@@ -144,7 +136,7 @@ def _loop(session: Session, folder: Path, state: TrainState, reporter: Reporter)
     """Runs the remaining steps; returns the final state (or the state when a signal arrived)."""
     policy, total = session.config.checkpoint, session.config.steps
     schedule = _SaveSchedule(policy.every_steps, policy.every_minutes)
-    writer = runfolder.StatsWriter(folder)
+    writer = runfolder.StatsWriter(folder) if jax.process_index() == 0 else None
     history = [float(r["energy"]) for r in runfolder.read_stats_rows(folder / runfolder.STATS_FILE)]
     skipped_in_row = 0
     reporter.start(int(state.step))
@@ -156,7 +148,8 @@ def _loop(session: Session, folder: Path, state: TrainState, reporter: Reporter)
                 state, now = new_state, time.monotonic()
                 row = _row(step, stats, history, now - clock)
                 clock = now
-                writer.write(row)
+                if writer:
+                    writer.write(row)
                 reporter.step(step, total, row["energy"], row["running_mean"])
                 skipped_in_row = skipped_in_row + 1 if row["skipped"] else 0
                 _check_skipped(skipped_in_row, policy.max_skipped_steps, step)
@@ -170,7 +163,34 @@ def _loop(session: Session, folder: Path, state: TrainState, reporter: Reporter)
         _save(session, folder, state)
         return state
     finally:
-        writer.close()
+        if writer:
+            writer.close()
+
+
+def _start(
+    session: Session,
+    folder: Path,
+    reporter: Reporter,
+    *,
+    resume: bool,
+    stored_batch: int,
+    reinit_walkers: bool,
+    argv: list[str] | None,
+) -> TrainState:
+    """The state to continue from (resumed run) or the initial state (new run)."""
+    if not resume:
+        if jax.process_index() == 0:
+            runfolder.write_metadata(folder, {**session.metadata(), "argv": argv})
+        state = initial_state(session, log=reporter.log)
+        _save(session, folder, state)
+        return state
+    state, path = restore_state(
+        session, folder / runfolder.CHECKPOINT_DIR, log=reporter.log, batch_size=stored_batch
+    )
+    reporter.log(f"resuming from {path.name} (step {int(state.step)})")
+    if jax.process_index() == 0:
+        runfolder.truncate_stats(folder, int(state.step))
+    return fresh_walkers(session, state, log=reporter.log) if reinit_walkers else state
 
 
 def run(
@@ -182,26 +202,36 @@ def run(
     reinit_walkers: bool = False,
     argv: list[str] | None = None,
 ) -> Path:
-    """Runs (or resumes) an optimisation; returns the run folder."""
+    """Runs (or resumes) an optimisation; returns the run folder.
+
+    In a multi-process run every process calls this with the same arguments; process 0 alone
+    writes files, so `out` must be given (a shared folder).
+    """
+    main = jax.process_index() == 0
+    stored_batch = config.batch_size
     if resume is not None:
         folder = runfolder.existing_run_folder(resume)
-        check_resume_compatible(
-            runfolder.read_config(folder), config, reinit_walkers=reinit_walkers
-        )
+        stored = runfolder.read_config(folder)
+        check_resume_compatible(stored, config, reinit_walkers=reinit_walkers)
+        stored_batch = stored.batch_size
+    elif jax.process_count() > 1 and out is None:
+        raise InputError("a multi-process run needs --out (a folder every process can see)")
     session = open_session(config, molecule)  # checks devices and batch size before any file
     if resume is None:
-        folder = runfolder.new_run_folder(out, molecule.name)
-    reporter = Reporter(folder / runfolder.LOG_FILE, log_every=config.log_every)
+        folder = runfolder.new_run_folder(out, molecule.name) if main else Path(out)
+    reporter = Reporter(folder / runfolder.LOG_FILE if main else None, log_every=config.log_every)
     try:
-        if resume is not None:
-            state = _restore(session, folder, reporter)
-            runfolder.truncate_stats(folder, int(state.step))
-        else:
+        state = _start(
+            session,
+            folder,
+            reporter,
+            resume=resume is not None,
+            stored_batch=stored_batch,
+            reinit_walkers=reinit_walkers,
+            argv=argv,
+        )
+        if main:
             runfolder.write_config(folder, config)
-            runfolder.write_metadata(folder, {**session.metadata(), "argv": argv})
-            state = initial_state(session, log=reporter.log)
-            _save(session, folder, state)
-        runfolder.write_config(folder, config)
         reporter.log(f"{molecule.name}: {molecule.n_electrons} electrons, run folder {folder}")
         state = _loop(session, folder, state, reporter)
         reporter.log(f"done: {int(state.step)} steps; `vmcjet eval {folder}` for an error bar")

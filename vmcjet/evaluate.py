@@ -15,13 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vmcjet import checkpoint, mcmc, runfolder, statistics
+from vmcjet import mcmc, runfolder, statistics
 from vmcjet.config import Config
 from vmcjet.errors import InputError
-from vmcjet.hamiltonian import make_local_energy
 from vmcjet.molecule import Molecule, load_molecule
-from vmcjet.session import Session, initial_state, open_session, stream_key
-from vmcjet.train import TrainState, log_abs_psi_fn, masked_moments
+from vmcjet.session import Session, open_session, restore_state, stream_key
+from vmcjet.train import make_sampler_and_local_energy, masked_moments
 from vmcjet.units import MILLIHARTREE_PER_HARTREE
 
 
@@ -68,31 +67,10 @@ def format_summary(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _restored_state(session: Session, folder: Path, log: Callable[[str], None]) -> TrainState:
-    template = jax.device_get(initial_state(session, template_only=True))
-    restored = checkpoint.latest_valid_checkpoint(
-        folder / runfolder.CHECKPOINT_DIR,
-        like=template,
-        report=log,
-    )
-    log(f"evaluating {restored.path} (step {restored.step})")
-    return session.place(restored.state)
-
-
 def make_eval_step(session: Session) -> Callable[..., Any]:
     """`step(params, sampler, *, key) -> (sampler, mean E_L, variance, acceptance)`, jitted."""
-    config, molecule = session.config, session.molecule
-    log_psi = log_abs_psi_fn(session.wavefunction)
-    sample = mcmc.make_mcmc_step(
-        log_psi, moves=config.mcmc.moves, target_acceptance=config.mcmc.target_acceptance
-    )
-    local_energy = make_local_energy(
-        log_psi,
-        jnp.asarray(molecule.coords),
-        jnp.asarray(molecule.charges),
-        method=config.laplacian.method,
-        chunk_size=config.laplacian.chunk_size,
-        walker_batch_size=config.laplacian.walker_batch_size,
+    sample, local_energy = make_sampler_and_local_energy(
+        session.wavefunction, session.molecule, session.config
     )
 
     def step(params: Any, sampler: mcmc.McmcState, *, key: jax.Array) -> tuple[Any, ...]:
@@ -115,7 +93,8 @@ def evaluate(
     config = runfolder.read_config(folder)
     molecule = run_molecule(config)
     session = open_session(config, molecule)
-    state = _restored_state(session, folder, log)
+    state, path = restore_state(session, folder / runfolder.CHECKPOINT_DIR, log=log)
+    log(f"evaluating {path} (step {int(state.step)})")
     step = make_eval_step(session)
     key = stream_key(jax.random.key(config.seed), "eval")
     sampler, means, variances, acceptances = state.sampler, [], [], []

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from vmcjet import distributed, hartree_fock, mcmc, optim, pretrain
+from vmcjet import checkpoint, distributed, hartree_fock, mcmc, optim, pretrain
 from vmcjet.config import Config
 from vmcjet.errors import InputError
 from vmcjet.molecule import Molecule
@@ -79,33 +80,69 @@ def open_session(config: Config, molecule: Molecule) -> Session:
 
 
 def initial_state(
-    session: Session, *, log: Callable[[str], None] = print, template_only: bool = False
+    session: Session,
+    *,
+    log: Callable[[str], None] = print,
+    template_only: bool = False,
+    batch_size: int | None = None,
 ) -> TrainState:
     """Parameters (pretrained to Hartree-Fock), walkers after burn-in, optimiser state, step 0.
 
     With `template_only`, skips pretraining and burn-in: the result only has the right structure
-    (used as the template to restore a checkpoint).
+    (the template to restore a checkpoint of `batch_size` walkers, default the config's).
     """
-    config, molecule = session.config, session.molecule
+    config = session.config
     root = jax.random.key(config.seed)
     params = session.wavefunction.init(key=stream_key(root, "params"), dtype=session.dtype)
-    walkers = mcmc.init_walkers(
-        molecule, config.batch_size, key=stream_key(root, "walkers"), spread=config.mcmc.init_spread
-    ).astype(session.dtype)
+    walkers = _new_walkers(session, batch_size or config.batch_size, stream_key(root, "walkers"))
     if config.pretrain.iterations and not template_only:
         params, walkers = _pretrain(session, params, walkers, stream_key(root, "pretrain"), log)
-    log_psi = log_abs_psi_fn(session.wavefunction)
-    sampler = mcmc.init_state(log_psi, params, walkers, width=config.mcmc.width)
     state = TrainState(
         params=params,
         opt_state=optim.make_optimiser(config.optim).init(params),
-        sampler=sampler,
+        sampler=_sampler(session, params, walkers),
         step=jnp.zeros((), jnp.int32),
     )
     state = session.place(state)
-    if not template_only and config.mcmc.burn_in:
-        state = state._replace(sampler=_burn_in(session, state, stream_key(root, "burn_in"), log))
-    return state
+    return state if template_only else _burn_in(session, state, log)
+
+
+def fresh_walkers(session: Session, state: TrainState, *, log: Callable[[str], None]) -> TrainState:
+    """`state` with new walkers around the nuclei (the config's batch size), after burn-in."""
+    key = jax.random.fold_in(stream_key(jax.random.key(session.config.seed), "walkers"), state.step)
+    walkers = _new_walkers(session, session.config.batch_size, key)
+    state = session.place(state._replace(sampler=_sampler(session, state.params, walkers)))
+    return _burn_in(session, state, log)
+
+
+def restore_state(
+    session: Session,
+    folder: Path,
+    *,
+    log: Callable[[str], None],
+    batch_size: int | None = None,
+) -> tuple[TrainState, Path]:
+    """The newest valid checkpoint in `folder` (skipped ones reported to `log`), placed on devices.
+
+    Args:
+        batch_size: walkers stored in the checkpoint (default: the config's).
+    """
+    template = initial_state(session, template_only=True, batch_size=batch_size)
+    restored = checkpoint.latest_valid_checkpoint(
+        folder, like=distributed.gather_to_host(template), report=log
+    )
+    return session.place(restored.state), restored.path
+
+
+def _new_walkers(session: Session, batch_size: int, key: jax.Array) -> jax.Array:
+    spread = session.config.mcmc.init_spread
+    walkers = mcmc.init_walkers(session.molecule, batch_size, key=key, spread=spread)
+    return walkers.astype(session.dtype)
+
+
+def _sampler(session: Session, params: Any, walkers: jax.Array) -> mcmc.McmcState:
+    log_psi = log_abs_psi_fn(session.wavefunction)
+    return mcmc.init_state(log_psi, params, walkers, width=session.config.mcmc.width)
 
 
 def _pretrain(
@@ -128,10 +165,13 @@ def _pretrain(
     return params, walkers
 
 
-def _burn_in(
-    session: Session, state: TrainState, key: jax.Array, log: Callable[[str], None]
-) -> mcmc.McmcState:
+def _burn_in(session: Session, state: TrainState, log: Callable[[str], None]) -> TrainState:
+    """`mcmc.burn_in` Metropolis moves (keys from the burn-in stream and the step)."""
     config = session.config.mcmc
+    if not config.burn_in:
+        return state
+    root = stream_key(jax.random.key(session.config.seed), "burn_in")
+    key = jax.random.fold_in(root, state.step)
     sample = jax.jit(
         mcmc.make_mcmc_step(
             log_abs_psi_fn(session.wavefunction),
@@ -146,4 +186,4 @@ def _burn_in(
         f"burn-in: {config.burn_in} moves, acceptance {float(acceptance):.2f}, "
         f"width {float(sampler.width):.3f} bohr"
     )
-    return sampler
+    return state._replace(sampler=sampler)

@@ -85,10 +85,11 @@ def _energy_residuals(local_energies: jax.Array, finite: jax.Array, clip_width: 
     return jnp.where(finite, centred, 0.0)
 
 
-def make_train_step(
+def make_sampler_and_local_energy(
     wavefunction: Wavefunction, molecule: Molecule, config: Config
-) -> Callable[..., tuple[TrainState, StepStats]]:
-    """Returns `step(state, *, root_key) -> (state, stats)`, pure and jittable."""
+) -> tuple[Callable[..., tuple[mcmc.McmcState, jax.Array]], Callable[..., jax.Array]]:
+    """The MCMC step `(params, sampler, *, key) -> (sampler, acceptance)` and the local energy
+    `(params, walkers (B, n, 3)) -> (B,)` hartree, as the config sets them up."""
     log_psi = log_abs_psi_fn(wavefunction)
     sample = mcmc.make_mcmc_step(
         log_psi, moves=config.mcmc.moves, target_acceptance=config.mcmc.target_acceptance
@@ -101,6 +102,15 @@ def make_train_step(
         chunk_size=config.laplacian.chunk_size,
         walker_batch_size=config.laplacian.walker_batch_size,
     )
+    return sample, local_energy
+
+
+def make_train_step(
+    wavefunction: Wavefunction, molecule: Molecule, config: Config
+) -> Callable[..., tuple[TrainState, StepStats]]:
+    """Returns `step(state, *, root_key) -> (state, stats)`, pure and jittable."""
+    log_psi = log_abs_psi_fn(wavefunction)
+    sample, local_energy = make_sampler_and_local_energy(wavefunction, molecule, config)
     optimiser = optim.make_optimiser(config.optim)
     per_walker_grads = jax.vmap(jax.grad(log_psi), in_axes=(None, 0))
 
