@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from vmcjet.errors import InputError
+from vmcjet.laplacian import rules_sparse
 from vmcjet.laplacian._jax_internals import Jaxpr, Literal, bind_equation
 from vmcjet.laplacian.rules import RULES, fallback_rule, materialize
 
@@ -30,7 +31,11 @@ def _is_dependent(var, dependent: set) -> bool:
 
 
 def linearize_jaxpr(
-    jaxpr: Jaxpr, consts: Sequence, primals: Sequence, dependent: Sequence[bool]
+    jaxpr: Jaxpr,
+    consts: Sequence,
+    primals: Sequence,
+    dependent: Sequence[bool],
+    dense_outputs: bool = True,
 ) -> tuple[list, list[bool], Callable[[list], list]]:
     """Primal stage of the collapsed forward Laplacian over one jaxpr.
 
@@ -39,6 +44,7 @@ def linearize_jaxpr(
         consts: values of its constvars (never differentiated).
         primals: values of its invars.
         dependent: which invars depend on x (those may receive stacks in `push`).
+        dense_outputs: materialise lazy output stacks (False only for calls inlined in a jaxpr).
 
     Returns:
         (out_primals, out_dependent, push) where `push(in_stacks) -> out_stacks` maps one stack of
@@ -109,6 +115,12 @@ def _chunked(push: Callable, directions: jax.Array, value: jax.Array, chunk: int
     return firsts.reshape((blocks * chunk,) + value.shape)[:num], second
 
 
+def _sparse_seed(x: jax.Array):
+    if x.ndim != 2 or x.shape[1] != 3:
+        raise InputError(f"electron_sparsity=True needs x of shape (n, 3), got {x.shape}")
+    return rules_sparse.seed(x)
+
+
 def _check_directions(directions, x: jax.Array) -> jax.Array:
     if directions is None:
         return jnp.eye(x.size, dtype=x.dtype).reshape((x.size,) + x.shape)
@@ -125,6 +137,7 @@ def forward_laplacian(
     *,
     chunk_size: int | None = None,
     directions: jax.Array | None = None,
+    electron_sparsity: bool = False,
 ) -> Callable[[jax.Array], Triple]:
     """Collapsed forward Laplacian of `f`: one forward pass for value, Jacobian and Laplacian.
 
@@ -133,6 +146,9 @@ def forward_laplacian(
         chunk_size: if given, process this many directions at a time in a `lax.fori_loop`
             (memory scales with `chunk_size` instead of K; the results are the same).
         directions: optional array V of shape (K,) + x.shape; the default is the D unit vectors.
+        electron_sparsity: for x = electron positions (n, 3) and the unit vectors, carry 3 (or 6)
+            first-order rows for per-electron (or pair) intermediates instead of 3n, until a
+            primitive without a sparse rule densifies them (`rules_sparse`). Same results.
 
     Returns:
         A function `x -> (value, first, second)`. Without `directions`: `first` is the Jacobian,
@@ -142,6 +158,8 @@ def forward_laplacian(
     """
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise InputError(f"chunk_size={chunk_size!r} must be a positive integer or None")
+    if electron_sparsity and (chunk_size is not None or directions is not None):
+        raise InputError("electron_sparsity=True needs chunk_size=None and directions=None")
 
     def apply(x: jax.Array) -> Triple:
         x = jnp.asarray(x)
@@ -153,7 +171,9 @@ def forward_laplacian(
             raise InputError("f must return a single array; wrap pytree outputs in a function")
         (value,), _, push = linearize_jaxpr(closed.jaxpr, closed.consts, [x], [True])
         num = vectors.shape[0]
-        if chunk_size is None or chunk_size >= num:
+        if electron_sparsity:
+            first, second = _split(push([_sparse_seed(x)])[0], value, num)
+        elif chunk_size is None or chunk_size >= num:
             first, second = _split(push([_seed(vectors)])[0], value, num)
         else:
             first, second = _chunked(push, vectors, value, chunk_size)

@@ -18,7 +18,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from vmcjet.laplacian import rules_sparse
 from vmcjet.laplacian._jax_internals import Primitive, bind_primitive, prims
+from vmcjet.laplacian.rules_sparse import Sparse
 
 Push = Callable[[list], list]
 RULES: dict[Primitive, Callable] = {}
@@ -50,12 +52,6 @@ def add_second(stack: jax.Array, extra: jax.Array) -> jax.Array:
     return jnp.concatenate([stack[:-1], (stack[-1] + extra)[None]])
 
 
-def sum_squares(stack: jax.Array) -> jax.Array:
-    """sum_k J_k^2 over the first-order rows of `stack`."""
-    first = stack[:-1]
-    return jnp.sum(first * first, axis=0)
-
-
 def materialize(stack):
     """Lazy stacks (see `rules_dot`) become arrays; arrays and None pass through."""
     return stack.materialize() if hasattr(stack, "materialize") else stack
@@ -63,7 +59,32 @@ def materialize(stack):
 
 def num_rows(stacks: list) -> int:
     """K + 1, read from the first non-zero stack."""
-    return next(s.shape[0] for s in stacks if s is not None)
+    s = next(s for s in stacks if s is not None)
+    return s.dense_rows if isinstance(s, Sparse) else s.shape[0]
+
+
+def unify(stacks: list, shape: tuple[int, ...]) -> list:
+    """Stacks broadcast to `shape`: all Sparse (aligned) when possible, else all dense."""
+    if all(s is None or isinstance(s, Sparse) for s in stacks):
+        wide = [None if s is None else rules_sparse.expand(s, shape) for s in stacks]
+        if all((w is None) == (s is None) for w, s in zip(wide, stacks, strict=True)):
+            aligned = rules_sparse.align(wide)
+            if aligned is not None:
+                return aligned
+    return [None if s is None else expand(materialize(s), shape) for s in stacks]
+
+
+def _rows(stack):
+    return stack.rows if isinstance(stack, Sparse) else stack
+
+
+def _wrap(like, rows: jax.Array):
+    return like.with_rows(rows) if isinstance(like, Sparse) else rows
+
+
+def inner(ta, tb) -> jax.Array:
+    """sum_k J_a,k J_b,k of two unified stacks."""
+    return ta.inner(tb) if isinstance(ta, Sparse) else jnp.sum(ta[:-1] * tb[:-1], axis=0)
 
 
 def zeros_stack(rows: int, like: jax.Array) -> jax.Array:
@@ -72,34 +93,46 @@ def zeros_stack(rows: int, like: jax.Array) -> jax.Array:
     return jnp.zeros((rows,) + like.shape, like.dtype)
 
 
-def scale(stack: jax.Array, d1: jax.Array, d2: jax.Array | float | None) -> jax.Array:
+def scale(stack, d1: jax.Array, d2: jax.Array | float | None):
     """The elementwise chain rule: rows * f'(x), plus f''(x) * sum_k J_k^2 on the second row."""
-    out = full(d1, stack.shape[1:]) * stack
-    return out if d2 is None else add_second(out, d2 * sum_squares(stack))
+    stack = stack if isinstance(stack, Sparse) else materialize(stack)
+    rows = _rows(stack)
+    out = full(d1, rows.shape[1:]) * rows
+    return _wrap(stack, out if d2 is None else add_second(out, d2 * inner(stack, stack)))
 
 
 def product(a: jax.Array, b: jax.Array, ta, tb, shape: tuple[int, ...]):
     """Stack of a * b (elementwise): b J_a + a J_b, plus the cross term 2 sum_k J_a,k J_b,k."""
     if ta is None and tb is None:
         return None
+    ta, tb = unify([ta, tb], shape)
     if tb is None:
-        return full(b, shape) * expand(ta, shape)
+        return _wrap(ta, full(b, shape) * _rows(ta))
     if ta is None:
-        return full(a, shape) * expand(tb, shape)
-    ta, tb = expand(ta, shape), expand(tb, shape)
-    out = full(b, shape) * ta + full(a, shape) * tb
-    return add_second(out, 2 * jnp.sum(ta[:-1] * tb[:-1], axis=0))
+        return _wrap(tb, full(a, shape) * _rows(tb))
+    out = full(b, shape) * _rows(ta) + full(a, shape) * _rows(tb)
+    return _wrap(ta, add_second(out, 2 * inner(ta, tb)))
 
 
-def single(rule1: Callable) -> Callable:
-    """Adapts `rule1(*primals, **params) -> (out, push1(*stacks))` to the list-based interface."""
+def single(rule1: Callable, lazy: bool = False) -> Callable:
+    """Adapts `rule1(*primals, **params) -> (out, push1(*stacks))` to the list-based interface.
+
+    With `lazy`, the push also receives lazy stacks (Sparse, rules_dot's Broadcast/Concat).
+    """
 
     def rule(primals, dependent, **params):
         del dependent
         out, push1 = rule1(*primals, **params)
-        return [out], lambda stacks: [push1(*stacks)]
+        push = lambda stacks: [push1(*stacks)]
+        push.accepts_lazy = lazy
+        return [out], push
 
     return rule
+
+
+def lazy(rule1: Callable) -> Callable:
+    """`single` for rules whose push handles lazy stacks (through `unify`, `scale`, `product`)."""
+    return single(rule1, lazy=True)
 
 
 # --- linear and structural primitives: the stack maps through the primitive itself ------------
@@ -147,28 +180,29 @@ def register_zero(primitive: Primitive) -> None:
     RULES[primitive] = rule
 
 
-@single
+@lazy
 def _add(a, b):
     out = lax.add(a, b)
 
     def push(ta, tb):
+        ta, tb = unify([ta, tb], out.shape)
         if ta is None or tb is None:
-            t = ta if tb is None else tb
-            return expand(t, out.shape)
-        return expand(ta, out.shape) + expand(tb, out.shape)
+            return ta if tb is None else tb
+        return _wrap(ta, _rows(ta) + _rows(tb))
 
     return out, push
 
 
-@single
+@lazy
 def _sub(a, b):
     out = lax.sub(a, b)
 
     def push(ta, tb):
+        ta, tb = unify([ta, tb], out.shape)
         if tb is None:
-            return expand(ta, out.shape)
-        neg = -expand(tb, out.shape)
-        return neg if ta is None else expand(ta, out.shape) + neg
+            return ta
+        neg = _wrap(tb, -_rows(tb))
+        return neg if ta is None else _wrap(ta, _rows(ta) + _rows(neg))
 
     return out, push
 
@@ -183,7 +217,7 @@ def register_elementwise(primitive: Primitive, derivatives: Callable) -> None:
     vanishes. Both are computed in the primal stage, once.
     """
 
-    @single
+    @lazy
     def rule1(x, **params):
         y = primitive.bind(x, **params)
         d1, d2 = derivatives(x, y, **params)
@@ -240,20 +274,20 @@ _ELEMENTWISE = {
 # --- bilinear and other multi-operand primitives -------------------------------------------------
 
 
-@single
+@lazy
 def _mul(a, b):
     out = lax.mul(a, b)
     return out, lambda ta, tb: product(a, b, ta, tb, out.shape)
 
 
-@single
+@lazy
 def _div(a, b):
     out = lax.div(a, b)
     inv = 1 / b
 
     def push(ta, tb):
         if tb is None:
-            return full(inv, out.shape) * expand(ta, out.shape)
+            return scale(unify([ta], out.shape)[0], jnp.broadcast_to(inv, out.shape), None)
         t_inv = scale(tb, -inv * inv, 2 * inv * inv * inv)
         return product(a, inv, ta, t_inv, out.shape)
 

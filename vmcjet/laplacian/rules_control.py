@@ -24,7 +24,8 @@ _NAMED_JITS = {"slogdet": slogdet_rule, "det": det_rule}
 
 def _call_rule(primals, dependent, **params):
     jaxpr, consts = inner_jaxpr(params)
-    outs, _, push = linearize_jaxpr(jaxpr, consts, primals, dependent)
+    outs, _, push = linearize_jaxpr(jaxpr, consts, primals, dependent, dense_outputs=False)
+    push.accepts_lazy = True  # the inlined equations handle (or materialise) lazy stacks
     return outs, push
 
 

@@ -18,8 +18,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from vmcjet.laplacian import rules_sparse
 from vmcjet.laplacian._jax_internals import prims
 from vmcjet.laplacian.rules import RULES, add_second, materialize, zeros_stack
+from vmcjet.laplacian.rules_sparse import Sparse
 
 
 class Broadcast(NamedTuple):
@@ -35,7 +37,7 @@ class Broadcast(NamedTuple):
 
 
 class Concat(NamedTuple):
-    """Lazy stack of concatenate(operands, dimension); pieces are stacks, Broadcasts or None."""
+    """Lazy stack of concatenate(operands, dimension); pieces: stacks, Broadcast, Sparse or None."""
 
     pieces: tuple
     primals: tuple
@@ -58,8 +60,16 @@ def _lazy(push):
 def _broadcast_rule(primals, dependent, **params):
     del dependent
     out = prims.broadcast_in_dim_p.bind(*primals, **params)
-    shape, dims = params["shape"], params["broadcast_dimensions"]
-    return [out], lambda stacks: [Broadcast(stacks[0], tuple(shape), tuple(dims))]
+    shape, dims = tuple(params["shape"]), tuple(params["broadcast_dimensions"])
+
+    def push(stacks):
+        if isinstance(stacks[0], Sparse):
+            sparse = rules_sparse.broadcast(stacks[0], shape, dims)
+            if sparse is not None:
+                return [sparse]
+        return [Broadcast(materialize(stacks[0]), shape, dims)]
+
+    return [out], _lazy(push)
 
 
 def _concatenate_rule(primals, dependent, *, dimension):
@@ -67,9 +77,11 @@ def _concatenate_rule(primals, dependent, *, dimension):
     out = prims.concatenate_p.bind(*primals, dimension=dimension)
 
     def push(stacks):
-        pieces = tuple(
-            s if s is None or isinstance(s, Broadcast) else materialize(s) for s in stacks
-        )
+        sparse = rules_sparse.concatenate(stacks, primals, dimension)
+        if sparse is not None:
+            return [sparse]
+        keep = (Broadcast, Sparse)
+        pieces = tuple(s if s is None or isinstance(s, keep) else materialize(s) for s in stacks)
         return [Concat(pieces, tuple(primals), dimension)]
 
     return [out], _lazy(push)
@@ -106,11 +118,15 @@ def _dot_lhs_stack(t, const, params):
             size = x.shape[t.dimension]
             if piece is not None:
                 part = lax.slice_in_dim(const, start, start + size, axis=axis)
-                terms.append(_dot_lhs_stack(piece, part, params))
+                terms.append(materialize(_dot_lhs_stack(piece, part, params)))
             start += size
         return sum(terms[1:], terms[0])
     if isinstance(t, Broadcast) and not lb:
         result = _dot_broadcast(t, const, params)
+        if result is not None:
+            return result
+    if isinstance(t, Sparse):
+        result = rules_sparse.dot_constant(t, const, params, lambda r, c: _dot(r, c, params))
         if result is not None:
             return result
     return jax.vmap(lambda s: _dot(s, const, params))(materialize(t))
@@ -140,6 +156,31 @@ def _dot_general_rule(primals, dependent, **params):
     return [out], _lazy(push)
 
 
+def _with_sparse(primitive, sparse_fn) -> None:
+    """Wraps the registered dense rule of `primitive`: Sparse stacks go through `sparse_fn`."""
+    dense_rule = RULES[primitive]
+
+    def rule(primals, dependent, **params):
+        outs, dense_push = dense_rule(primals, dependent, **params)
+
+        def push(stacks):
+            if isinstance(stacks[0], Sparse):
+                sparse = sparse_fn(stacks[0], params)
+                if sparse is not None:
+                    return [sparse]
+            return dense_push([materialize(s) for s in stacks])
+
+        return outs, _lazy(push)
+
+    RULES[primitive] = rule
+
+
+_with_sparse(prims.reduce_sum_p, lambda s, p: rules_sparse.reduce_sum(s, tuple(p["axes"])))
+_with_sparse(prims.neg_p, lambda s, p: s.with_rows(-s.rows))
+_with_sparse(
+    prims.reshape_p,
+    lambda s, p: None if p["dimensions"] else rules_sparse.reshape(s, tuple(p["new_sizes"])),
+)
 RULES[prims.broadcast_in_dim_p] = _broadcast_rule
 RULES[prims.concatenate_p] = _concatenate_rule
 RULES[prims.dot_general_p] = _dot_general_rule

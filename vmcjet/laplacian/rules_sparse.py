@@ -1,0 +1,158 @@
+"""Electron-wise sparse stacks (optional): 3 or 6 first-order rows instead of 3n.
+
+For x = electron positions (n, 3), an array whose axis `a` indexes electrons and whose entry
+[.., i, ..] depends only on x_i has first-order coefficients d/dx_e = delta(e, i) R_c: three rows
+R suffice. A pair array (axes a, b: entry [.., i, .., j, ..] depends on x_i and x_j) needs six:
+d/dx_e = delta(e, i) R_0,c + delta(e, j) R_1,c. In that representation
+
+    sum_k J_k * J'_k = sum_t R_t . R'_t + delta(i, j) (R_0 . R'_1 + R_1 . R'_0),
+
+(the delta term: on the diagonal i = j both blocks belong to the same electron). Rules that know
+`Sparse` (elementwise, add/sub/mul, broadcast_in_dim, concatenate and dot_general with a constant
+on non-electron axes, reduce_sum over non-electron axes) keep it; every other primitive receives
+the dense stack from `materialize`.
+"""
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+class Sparse(NamedTuple):
+    """Sparse stack: rows (3 * len(axes) + 1,) + shape, the last row being the Laplacian row."""
+
+    rows: jax.Array
+    axes: tuple[int, ...]
+    n: int
+
+    @property
+    def dense_rows(self) -> int:
+        return 3 * self.n + 1
+
+    def _same(self, a: int, b: int) -> jax.Array:
+        shape = self.rows.shape[1:]
+        same = lax.broadcasted_iota(jnp.int32, shape, a) == lax.broadcasted_iota(
+            jnp.int32, shape, b
+        )
+        return same.astype(self.rows.dtype)
+
+    def materialize(self) -> jax.Array:
+        shape = self.rows.shape[1:]
+        first = 0
+        for t, a in enumerate(self.axes):
+            full = (self.n,) + shape
+            hit = lax.broadcasted_iota(jnp.int32, full, 0) == lax.broadcasted_iota(
+                jnp.int32, full, a + 1
+            )
+            first = (
+                first + hit.astype(self.rows.dtype)[:, None] * self.rows[None, 3 * t : 3 * t + 3]
+            )
+        first = first.reshape((3 * self.n,) + shape)
+        return jnp.concatenate([first, self.rows[-1:]])
+
+    def inner(self, other: "Sparse") -> jax.Array:
+        """sum_k J_k J'_k of two stacks with the same electron axes (shape of the primal)."""
+        total = jnp.sum(self.rows[:-1] * other.rows[:-1], axis=0)
+        if len(self.axes) == 2:
+            mixed = self.rows[0:3] * other.rows[3:6] + self.rows[3:6] * other.rows[0:3]
+            total = total + self._same(*self.axes) * jnp.sum(mixed, axis=0)
+        return total
+
+    def with_rows(self, rows: jax.Array, axes: tuple[int, ...] | None = None) -> "Sparse":
+        return Sparse(rows, self.axes if axes is None else axes, self.n)
+
+
+def seed(x: jax.Array) -> Sparse:
+    """Input stack of electron positions x (n, 3): d x_i,d / d x_i,c = delta(c, d)."""
+    n = x.shape[0]
+    eye = jnp.broadcast_to(jnp.eye(3, dtype=x.dtype)[:, None, :], (3, n, 3))
+    return Sparse(jnp.concatenate([eye, jnp.zeros((1, n, 3), x.dtype)]), (0,), n)
+
+
+def _lift(s: Sparse, axes: tuple[int, ...]) -> Sparse:
+    """The same stack over a superset of electron axes (zero rows for the new ones)."""
+    first = s.rows[:-1]
+    zero = jnp.zeros((3,) + s.rows.shape[1:], s.rows.dtype)
+    blocks = [
+        first[3 * s.axes.index(a) : 3 * s.axes.index(a) + 3] if a in s.axes else zero for a in axes
+    ]
+    return s.with_rows(jnp.concatenate(blocks + [s.rows[-1:]]), axes)
+
+
+def align(stacks: list) -> list | None:
+    """Brings Sparse stacks (None allowed) to common electron axes, or None if impossible."""
+    axes = tuple(sorted({a for s in stacks if s is not None for a in s.axes}))
+    if len(axes) > 2:
+        return None
+    return [None if s is None else s if s.axes == axes else _lift(s, axes) for s in stacks]
+
+
+def expand(s: Sparse, shape: tuple[int, ...]) -> Sparse | None:
+    """Broadcast of a Sparse stack to `shape` (same rank), None when an electron axis would grow."""
+    own = s.rows.shape[1:]
+    if own == shape:
+        return s
+    if len(own) != len(shape) or any(own[a] != shape[a] for a in s.axes):
+        return None
+    return s.with_rows(jnp.broadcast_to(s.rows, s.rows.shape[:1] + shape))
+
+
+def broadcast(s: Sparse, shape: tuple[int, ...], dims: tuple[int, ...]) -> Sparse | None:
+    """broadcast_in_dim of a Sparse stack, None when an electron axis would grow."""
+    own = s.rows.shape[1:]
+    if any(own[a] != shape[dims[a]] for a in s.axes):
+        return None
+    rows = lax.broadcast_in_dim(s.rows, s.rows.shape[:1] + shape, (0,) + tuple(d + 1 for d in dims))
+    return s.with_rows(rows, tuple(dims[a] for a in s.axes))
+
+
+def reduce_sum(s: Sparse, axes: tuple[int, ...]) -> Sparse | None:
+    """reduce_sum over non-electron axes, None otherwise."""
+    if any(a in axes for a in s.axes):
+        return None
+    rows = jnp.sum(s.rows, axis=tuple(a + 1 for a in axes))
+    return s.with_rows(rows, tuple(a - sum(r < a for r in axes) for a in s.axes))
+
+
+def reshape(s: Sparse, shape: tuple[int, ...]) -> Sparse | None:
+    """reshape keeping every electron axis (same size, same number of entries before it)."""
+    own, axes = s.rows.shape[1:], []
+    for a in s.axes:
+        prefix = math.prod(own[:a])
+        match = [
+            b for b, size in enumerate(shape) if size == own[a] and math.prod(shape[:b]) == prefix
+        ]
+        if not match:
+            return None
+        axes.append(match[0])
+    return s.with_rows(s.rows.reshape(s.rows.shape[:1] + shape), tuple(axes))
+
+
+def dot_constant(s: Sparse, const: jax.Array, params: dict, bind) -> Sparse | None:
+    """dot_general(lhs, const) with a Sparse lhs stack, contracting non-electron axes only."""
+    (lc, _), (lb, _) = params["dimension_numbers"]
+    if lb or any(a in lc for a in s.axes):
+        return None
+    rows = jax.vmap(lambda r: bind(r, const))(s.rows)
+    free = [d for d in range(s.rows.ndim - 1) if d not in lc]
+    return s.with_rows(rows, tuple(free.index(a) for a in s.axes))
+
+
+def concatenate(stacks: list, primals: list, dimension: int) -> Sparse | None:
+    """concatenate of Sparse stacks (None: zero rows) along a non-electron axis."""
+    if not all(s is None or isinstance(s, Sparse) for s in stacks):
+        return None
+    aligned = align(stacks)
+    if aligned is None:
+        return None
+    ref = next(s for s in aligned if s is not None)
+    if dimension in ref.axes:
+        return None
+    rows = [
+        jnp.zeros(ref.rows.shape[:1] + p.shape, ref.rows.dtype) if s is None else s.rows
+        for s, p in zip(aligned, primals, strict=True)
+    ]
+    return ref.with_rows(jnp.concatenate(rows, axis=dimension + 1))
