@@ -37,8 +37,11 @@ cost nothing. Rules evaluate the primal (and residuals such as g'(p), g''(p), A^
 stage and return a `push` for the stacks (`engine.py`), so `chunk_size` runs only the pushes in a
 `lax.fori_loop` over blocks of directions: the L contributions of the blocks simply add up.
 
-Public entry point: `forward_laplacian`. Electron-wise sparsity of the stacks (as in folx/LapNet) is
-not implemented: every stack is dense in the K directions.
+Optional electron-wise sparsity (`electron_sparsity=True`, `rules_sparse.py`): for x = electron
+positions (n, 3), per-electron intermediates carry 3 first-order rows and pair intermediates 6
+instead of 3n, until a primitive without a sparse rule (e.g. a mean over electrons) densifies them.
+
+Public entry point: `forward_laplacian`.
 """
 
 from vmcjet.laplacian import rules_control as _rules_control  # noqa: F401 (registers rules)
