@@ -137,7 +137,8 @@ def _loop(session: Session, folder: Path, state: TrainState, reporter: Reporter)
     policy, total = session.config.checkpoint, session.config.steps
     schedule = _SaveSchedule(policy.every_steps, policy.every_minutes)
     writer = runfolder.StatsWriter(folder) if jax.process_index() == 0 else None
-    history = [float(r["energy"]) for r in runfolder.read_stats_rows(folder / runfolder.STATS_FILE)]
+    stats_path = folder / runfolder.STATS_FILE
+    history = [float(r["energy"]) for r in runfolder.read_stats_rows(stats_path)] if writer else []
     skipped_in_row = 0
     reporter.start(int(state.step))
     try:
@@ -207,6 +208,7 @@ def run(
     In a multi-process run every process calls this with the same arguments; process 0 alone
     writes files, so `out` must be given (a shared folder).
     """
+    distributed.initialize_distributed()  # before anything touches the devices
     main = jax.process_index() == 0
     stored_batch = config.batch_size
     if resume is not None:
