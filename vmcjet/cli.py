@@ -47,21 +47,26 @@ class _Parser(argparse.ArgumentParser):
         raise InputError(f"{message}; see `{self.prog} --help`")
 
 
-def _add_run_parser(commands: Any) -> None:
-    run = commands.add_parser("run", help="optimise a wavefunction")
-    run.add_argument("--molecule", help="catalogue name, molecule .toml or .xyz file (angstrom)")
-    run.add_argument("--charge", type=int, help="total charge (e), overrides the molecule's")
-    run.add_argument("--spin", type=int, help="2S = N_alpha - N_beta, overrides the molecule's")
-    run.add_argument("--steps", type=int, help="optimisation steps")
-    run.add_argument("--network", help=f"network kind: {', '.join(NETWORK_KINDS)}")
-    run.add_argument("--batch-size", type=int, help="number of walkers")
-    run.add_argument("--seed", type=int, help="root random seed")
-    run.add_argument("--laplacian", help="Laplacian method (laplacian.method)")
-    run.add_argument("--out", help="run folder to create (default runs/<molecule>-<time>)")
-    run.add_argument("--config", help="TOML file with config options")
-    run.add_argument(
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags that set config options (shared by `run` and `bench step`)."""
+    parser.add_argument("--molecule", help="catalogue name, molecule .toml or .xyz file (angstrom)")
+    parser.add_argument("--charge", type=int, help="total charge (e), overrides the molecule's")
+    parser.add_argument("--spin", type=int, help="2S = N_alpha - N_beta, overrides the molecule's")
+    parser.add_argument("--steps", type=int, help="optimisation steps")
+    parser.add_argument("--network", help=f"network kind: {', '.join(NETWORK_KINDS)}")
+    parser.add_argument("--batch-size", type=int, help="number of walkers")
+    parser.add_argument("--seed", type=int, help="root random seed")
+    parser.add_argument("--laplacian", help="Laplacian method (laplacian.method)")
+    parser.add_argument("--config", help="TOML file with config options")
+    parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override one option"
     )
+
+
+def _add_run_parser(commands: Any) -> None:
+    run = commands.add_parser("run", help="optimise a wavefunction")
+    _add_config_arguments(run)
+    run.add_argument("--out", help="run folder to create (default runs/<molecule>-<time>)")
     run.add_argument("--print-config", action="store_true", help="print the config and exit")
     run.add_argument("--resume", metavar="RUN_FOLDER", help="continue a run from its checkpoint")
     run.add_argument(
@@ -96,6 +101,9 @@ def _add_analysis_parsers(commands: Any) -> None:
     from vmcjet.bench import add_kinetic_arguments
 
     add_kinetic_arguments(kinds.add_parser("kinetic", help="kinetic energy: Laplacian methods"))
+    step = kinds.add_parser("step", help="time of one step: sampling, local energy, update")
+    _add_config_arguments(step)
+    step.add_argument("--repeats", type=int, default=10, help="timed calls of each part")
 
 
 def _analysis(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -107,6 +115,13 @@ def _analysis(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(evaluate.format_summary(evaluate.analyze(args.run_folder, discard=args.discard)))
     elif args.command == "plot":
         print(f"wrote {evaluate.plot(args.run_folder, args.output)}")
+    elif args.bench == "step":
+        from vmcjet import bench_step
+
+        config = resolve_config(args)
+        check_choices(config)
+        config_lib.check_values(config)
+        bench_step.run(config, repeats=args.repeats)
     else:
         from vmcjet.bench import run_kinetic_from_args
 
@@ -122,7 +137,7 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def resolve_config(args: argparse.Namespace) -> Config:
     """Defaults (or the resumed run's config) <- --config file <- flags <- --set."""
     base = None
-    if args.resume is not None:
+    if getattr(args, "resume", None) is not None:
         from vmcjet import runfolder
 
         base = runfolder.read_config(runfolder.existing_run_folder(args.resume))
