@@ -31,12 +31,13 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("chunk_size", [None, 6])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_sparse_equals_dense(name):
+def test_sparse_equals_dense(name, chunk_size):
     f = CASES[name]
     dense = jax.jit(jax.vmap(forward_laplacian(f)))(WALKERS)
-    sparse = jax.jit(jax.vmap(forward_laplacian(f, electron_sparsity=True)))(WALKERS)
-    for a, b in zip(dense, sparse, strict=True):
+    sparse = forward_laplacian(f, electron_sparsity=True, chunk_size=chunk_size)
+    for a, b in zip(dense, jax.jit(jax.vmap(sparse))(WALKERS), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11)
 
 
@@ -54,5 +55,5 @@ def test_pair_stream_stays_sparse(monkeypatch):
 def test_sparse_needs_electron_positions():
     with pytest.raises(InputError, match="shape"):
         forward_laplacian(jnp.sum, electron_sparsity=True)(jnp.ones(6))
-    with pytest.raises(InputError, match="chunk_size"):
-        forward_laplacian(jnp.sum, electron_sparsity=True, chunk_size=2)
+    with pytest.raises(InputError, match="directions"):
+        forward_laplacian(jnp.sum, electron_sparsity=True, directions=jnp.ones((1, 5, 3)))

@@ -98,27 +98,41 @@ def _split(stack, value: jax.Array, rows: int) -> tuple[jax.Array, jax.Array]:
     return stack[:-1], stack[-1]
 
 
-def _chunked(push: Callable, directions: jax.Array, value: jax.Array, chunk: int):
-    """Directions `chunk` at a time in a fori_loop; the second-order parts add up across chunks."""
+def _chunked(push: Callable, seed: Callable, blocks: int, rows: int, value: jax.Array):
+    """Pushes `seed(i)` for i < blocks in a fori_loop; the second-order parts add up."""
+
+    def body(i, carry):
+        firsts, second = carry
+        first_i, second_i = _split(push([seed(i)])[0], value, rows)
+        return lax.dynamic_update_index_in_dim(firsts, first_i, i, 0), second + second_i
+
+    init = (jnp.zeros((blocks, rows) + value.shape, value.dtype), jnp.zeros_like(value))
+    firsts, second = lax.fori_loop(0, blocks, body, init)
+    return firsts.reshape((blocks * rows,) + value.shape), second
+
+
+def _dense_chunks(push: Callable, directions: jax.Array, value: jax.Array, chunk: int):
+    """Directions `chunk` at a time (zero-padded to whole chunks)."""
     num = directions.shape[0]
     blocks = -(-num // chunk)
     pad = jnp.zeros((blocks * chunk - num,) + directions.shape[1:], directions.dtype)
     grouped = jnp.concatenate([directions, pad]).reshape((blocks, chunk) + directions.shape[1:])
-
-    def body(i, carry):
-        firsts, second = carry
-        first_i, second_i = _split(push([_seed(grouped[i])])[0], value, chunk)
-        return lax.dynamic_update_index_in_dim(firsts, first_i, i, 0), second + second_i
-
-    init = (jnp.zeros((blocks, chunk) + value.shape, value.dtype), jnp.zeros_like(value))
-    firsts, second = lax.fori_loop(0, blocks, body, init)
-    return firsts.reshape((blocks * chunk,) + value.shape)[:num], second
+    first, second = _chunked(push, lambda i: _seed(grouped[i]), blocks, chunk, value)
+    return first[:num], second
 
 
-def _sparse_seed(x: jax.Array):
+def _sparse_chunks(push: Callable, x: jax.Array, value: jax.Array, chunk: int | None):
+    """Electron-sparse seeds, `chunk // 3` electrons at a time (all at once for None)."""
     if x.ndim != 2 or x.shape[1] != 3:
         raise InputError(f"electron_sparsity=True needs x of shape (n, 3), got {x.shape}")
-    return rules_sparse.seed(x)
+    n = x.shape[0]
+    if chunk is None or chunk >= 3 * n:
+        return _split(push([rules_sparse.seed(x)])[0], value, 3 * n)
+    count = max(1, chunk // 3)
+    blocks = -(-n // count)
+    seed = lambda i: rules_sparse.seed(x, i * count, count)
+    first, second = _chunked(push, seed, blocks, 3 * count, value)
+    return first[: 3 * n], second
 
 
 def _check_directions(directions, x: jax.Array) -> jax.Array:
@@ -149,7 +163,8 @@ def forward_laplacian(
         directions: optional array V of shape (K,) + x.shape; the default is the D unit vectors.
         electron_sparsity: for x = electron positions (n, 3) and the unit vectors, carry 3 (or 6)
             first-order rows for per-electron (or pair) intermediates instead of 3n, until a
-            primitive without a sparse rule densifies them (`rules_sparse`). Same results.
+            primitive without a sparse rule densifies them (`rules_sparse`). Same results. With
+            `chunk_size`, electrons are processed `chunk_size // 3` at a time.
 
     Returns:
         A function `x -> (value, first, second)`. Without `directions`: `first` is the Jacobian,
@@ -159,8 +174,8 @@ def forward_laplacian(
     """
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise InputError(f"chunk_size={chunk_size!r} must be a positive integer or None")
-    if electron_sparsity and (chunk_size is not None or directions is not None):
-        raise InputError("electron_sparsity=True needs chunk_size=None and directions=None")
+    if electron_sparsity and directions is not None:
+        raise InputError("electron_sparsity=True works with the unit vectors: use directions=None")
 
     def apply(x: jax.Array) -> Triple:
         x = jnp.asarray(x)
@@ -173,11 +188,11 @@ def forward_laplacian(
         (value,), _, push = linearize_jaxpr(closed.jaxpr, closed.consts, [x], [True])
         num = vectors.shape[0]
         if electron_sparsity:
-            first, second = _split(push([_sparse_seed(x)])[0], value, num)
+            first, second = _sparse_chunks(push, x, value, chunk_size)
         elif chunk_size is None or chunk_size >= num:
             first, second = _split(push([_seed(vectors)])[0], value, num)
         else:
-            first, second = _chunked(push, vectors, value, chunk_size)
+            first, second = _dense_chunks(push, vectors, value, chunk_size)
         if directions is None:
             lead = tuple(range(x.ndim))
             first = jnp.moveaxis(

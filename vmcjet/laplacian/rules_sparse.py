@@ -22,15 +22,20 @@ from jax import lax
 
 
 class Sparse(NamedTuple):
-    """Sparse stack: rows (3 * len(axes) + 1,) + shape, the last row being the Laplacian row."""
+    """Sparse stack: rows (3 * len(axes) + 1,) + shape, the last row being the Laplacian row.
+
+    Only electrons start .. start + count - 1 are differentiated (a block of directions): the
+    rows vanish for the others and `materialize` gives the 3 * count + 1 dense rows of the block.
+    """
 
     rows: jax.Array
     axes: tuple[int, ...]
-    n: int
+    count: int
+    start: jax.Array | int = 0
 
     @property
     def dense_rows(self) -> int:
-        return 3 * self.n + 1
+        return 3 * self.count + 1
 
     def _same(self, a: int, b: int) -> jax.Array:
         shape = self.rows.shape[1:]
@@ -43,14 +48,14 @@ class Sparse(NamedTuple):
         shape = self.rows.shape[1:]
         first = 0
         for t, a in enumerate(self.axes):
-            full = (self.n,) + shape
-            hit = lax.broadcasted_iota(jnp.int32, full, 0) == lax.broadcasted_iota(
+            full = (self.count,) + shape
+            hit = lax.broadcasted_iota(jnp.int32, full, 0) + self.start == lax.broadcasted_iota(
                 jnp.int32, full, a + 1
             )
             first = (
                 first + hit.astype(self.rows.dtype)[:, None] * self.rows[None, 3 * t : 3 * t + 3]
             )
-        first = first.reshape((3 * self.n,) + shape)
+        first = first.reshape((3 * self.count,) + shape)
         return jnp.concatenate([first, self.rows[-1:]])
 
     def inner(self, other: "Sparse") -> jax.Array:
@@ -62,14 +67,18 @@ class Sparse(NamedTuple):
         return total
 
     def with_rows(self, rows: jax.Array, axes: tuple[int, ...] | None = None) -> "Sparse":
-        return Sparse(rows, self.axes if axes is None else axes, self.n)
+        return Sparse(rows, self.axes if axes is None else axes, self.count, self.start)
 
 
-def seed(x: jax.Array) -> Sparse:
-    """Input stack of electron positions x (n, 3): d x_i,d / d x_i,c = delta(c, d)."""
+def seed(x: jax.Array, start: jax.Array | int = 0, count: int | None = None) -> Sparse:
+    """Input stack of electron positions x (n, 3): d x_i,d / d x_i,c = delta(c, d), for the
+    electrons start .. start + count - 1 (default: all)."""
     n = x.shape[0]
-    eye = jnp.broadcast_to(jnp.eye(3, dtype=x.dtype)[:, None, :], (3, n, 3))
-    return Sparse(jnp.concatenate([eye, jnp.zeros((1, n, 3), x.dtype)]), (0,), n)
+    count = n if count is None else count
+    electron = lax.broadcasted_iota(jnp.int32, (1, n, 1), 1)
+    inside = ((electron >= start) & (electron < start + count)).astype(x.dtype)
+    eye = jnp.eye(3, dtype=x.dtype)[:, None, :] * inside
+    return Sparse(jnp.concatenate([eye, jnp.zeros((1, n, 3), x.dtype)]), (0,), count, start)
 
 
 def _lift(s: Sparse, axes: tuple[int, ...]) -> Sparse:
