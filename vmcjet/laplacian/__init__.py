@@ -46,6 +46,7 @@ Public entry point: `forward_laplacian`.
 
 from vmcjet.laplacian import rules_control as _rules_control  # noqa: F401 (registers rules)
 from vmcjet.laplacian import rules_dot as _rules_dot  # noqa: F401 (registers rules)
+from vmcjet.laplacian import rules_elementwise as _rules_elementwise  # noqa: F401 (registers rules)
 from vmcjet.laplacian.engine import forward_laplacian
 from vmcjet.laplacian.kinetic import make_kinetic_energy
 from vmcjet.laplacian.methods import LAPLACIAN_METHODS, laplacian_method
