@@ -8,6 +8,7 @@ import tempfile
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
@@ -15,3 +16,11 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="vmcjet-jax-cache-"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+@pytest.fixture(autouse=True)
+def _restore_x64():
+    """A float32 run (`open_session`) switches float64 off for its process, as the CLI does;
+    switch it back on for the next test."""
+    yield
+    jax.config.update("jax_enable_x64", True)

@@ -14,7 +14,15 @@ from vmcjet.molecule import load_molecule
 def h2_run(tmp_path_factory):
     """A real short H2 run: pretraining, burn-in and 150 SPRING steps."""
     folder = tmp_path_factory.mktemp("h2") / "run"
-    args = tiny_run_args(folder, steps=150, batch=64, extra=["--set", "pretrain.iterations=50"])
+    # Optimiser settings pinned here (not the LiH-tuned defaults) so the test stays short.
+    settings = {
+        "pretrain.iterations": 50,
+        "optim.lr": 0.1,
+        "optim.momentum": 0.9,
+        "optim.max_norm": 0.1,
+    }
+    extra = [item for key, value in settings.items() for item in ("--set", f"{key}={value}")]
+    args = tiny_run_args(folder, steps=150, batch=64, extra=extra)
     assert cli.main(args) == 0
     return folder
 
