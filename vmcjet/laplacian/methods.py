@@ -4,7 +4,8 @@ Every factory has the signature ``factory(f, *, chunk_size=None)`` and returns a
 ``x -> (value, gradient, laplacian)`` for a scalar function ``f`` of an array ``x`` of any shape
 (D entries): ``value`` and ``laplacian`` are scalars, ``gradient`` has ``x.shape``.
 
-- ``"collapsed"``: vmcjet's collapsed forward Laplacian (`vmcjet.laplacian.engine`).
+- ``"collapsed"``: vmcjet's collapsed forward Laplacian (`vmcjet.laplacian.engine`), in blocks of
+  ``COLLAPSED_CHUNK_SIZE`` directions unless ``chunk_size`` says otherwise.
 - ``"hessian"``: the trace of the dense ``jax.hessian`` (reverse-over-forward, D x D entries).
 - ``"loop"``: the gradient by reverse mode, linearised once, then a ``lax.fori_loop`` over the D
   coordinates of the Hessian-vector product, accumulating the diagonal (FermiNet's approach).
@@ -12,7 +13,8 @@ Every factory has the signature ``factory(f, *, chunk_size=None)`` and returns a
 - ``"taylor"``: standard (uncollapsed) Taylor mode: an order-2 ``jax.experimental.jet`` per unit
   vector, vmapped; the D second-order coefficients are summed at the end. jet has no rules for
   ``lu`` (so no slogdet/det: determinant wavefunctions fail), control flow or ``reduce_prod``.
-- ``"folx"``: ``folx.forward_laplacian`` (registered only when the optional folx package imports).
+- ``"folx"``, ``"folx_sparse"``: ``folx.forward_laplacian`` dense (sparsity_threshold=0) and with
+  its electron-wise sparsity (threshold 6), registered only when the optional folx package imports.
 
 ``chunk_size`` bounds how many directions are processed at once where a method maps over directions
 ("collapsed", "vmap_jvp", "taylor"; via ``lax.map(..., batch_size=chunk_size)`` for the latter two);
@@ -114,11 +116,11 @@ def _taylor(f, *, chunk_size=None):
     return apply
 
 
-def _folx(f, *, chunk_size=None):
+def _folx(f, *, chunk_size=None, sparsity_threshold=0):
     del chunk_size  # folx has no direction chunking
     import folx
 
-    lap_f = folx.forward_laplacian(f, sparsity_threshold=0)
+    lap_f = folx.forward_laplacian(f, sparsity_threshold=sparsity_threshold)
 
     def apply(x):
         # folx relies on implicit rank and dtype promotion: allow both while tracing it.
@@ -137,8 +139,21 @@ def _folx_available() -> bool:
     return True
 
 
+# Directions per fori_loop block of "collapsed" when no chunk_size is given: small blocks keep the
+# working set in cache and were the fastest setting on CPU (docs/benchmarks.md).
+COLLAPSED_CHUNK_SIZE = 6
+
+
+def _collapsed(f, *, chunk_size=None):
+    return forward_laplacian(f, chunk_size=chunk_size or COLLAPSED_CHUNK_SIZE)
+
+
+def _folx_sparse(f, *, chunk_size=None):
+    return _folx(f, chunk_size=chunk_size, sparsity_threshold=6)
+
+
 LAPLACIAN_METHODS: dict[str, Factory] = {
-    "collapsed": forward_laplacian,
+    "collapsed": _collapsed,
     "hessian": _hessian,
     "loop": _loop,
     "vmap_jvp": _vmap_jvp,
@@ -146,6 +161,7 @@ LAPLACIAN_METHODS: dict[str, Factory] = {
 }
 if _folx_available():
     LAPLACIAN_METHODS["folx"] = _folx
+    LAPLACIAN_METHODS["folx_sparse"] = _folx_sparse
 
 
 def laplacian_method(name: str) -> Factory:
