@@ -5,7 +5,8 @@ Every factory has the signature ``factory(f, *, chunk_size=None)`` and returns a
 (D entries): ``value`` and ``laplacian`` are scalars, ``gradient`` has ``x.shape``.
 
 - ``"collapsed"``: vmcjet's collapsed forward Laplacian (`vmcjet.laplacian.engine`), in blocks of
-  ``COLLAPSED_CHUNK_SIZE`` directions unless ``chunk_size`` says otherwise.
+  ``COLLAPSED_CHUNK_SIZE`` directions unless ``chunk_size`` says otherwise. ``"collapsed_sparse"``
+  adds electron-wise sparsity (x of shape (n, 3); see `vmcjet.laplacian.rules_sparse`).
 - ``"hessian"``: the trace of the dense ``jax.hessian`` (reverse-over-forward, D x D entries).
 - ``"loop"``: the gradient by reverse mode, linearised once, then a ``lax.fori_loop`` over the D
   coordinates of the Hessian-vector product, accumulating the diagonal (FermiNet's approach).
@@ -148,12 +149,19 @@ def _collapsed(f, *, chunk_size=None):
     return forward_laplacian(f, chunk_size=chunk_size or COLLAPSED_CHUNK_SIZE)
 
 
+def _collapsed_sparse(f, *, chunk_size=None):
+    return forward_laplacian(
+        f, chunk_size=chunk_size or COLLAPSED_CHUNK_SIZE, electron_sparsity=True
+    )
+
+
 def _folx_sparse(f, *, chunk_size=None):
     return _folx(f, chunk_size=chunk_size, sparsity_threshold=6)
 
 
 LAPLACIAN_METHODS: dict[str, Factory] = {
     "collapsed": _collapsed,
+    "collapsed_sparse": _collapsed_sparse,
     "hessian": _hessian,
     "loop": _loop,
     "vmap_jvp": _vmap_jvp,
