@@ -73,7 +73,7 @@ class McmcConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    iterations: int = 200  # Adam steps fitting the orbitals to Hartree-Fock (0: skip)
+    iterations: int = 1000  # Adam steps fitting the orbitals to Hartree-Fock (0: skip)
     lr: float = 3e-3  # Adam learning rate of pretraining
     moves: int = 1  # Metropolis moves per pretraining step
 
@@ -81,11 +81,11 @@ class PretrainConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     optimizer: str = "spring"  # "spring" (natural gradient in sample space) or "adam"
-    lr: float = 0.1  # initial learning rate (SPRING step scale; measured on H2 and LiH)
-    lr_decay: float = 1e-3  # lr(t) = lr / (1 + lr_decay * t)
+    lr: float = 0.1  # initial learning rate (SPRING step scale; tuned on LiH, docs/results.md)
+    lr_decay: float = 1e-2  # lr(t) = lr / (1 + lr_decay * t)
     damping: float = 1e-3  # SPRING: Tikhonov damping of the sample-space kernel
-    momentum: float = 0.9  # SPRING: reuse of the previous direction (mu)
-    max_norm: float = 0.1  # SPRING: bound on the squared norm of the step (norm constraint)
+    momentum: float = 0.99  # SPRING: reuse of the previous direction (mu)
+    max_norm: float = 1e-3  # SPRING: bound on the squared norm of the step (norm constraint)
     clip_width: float = 5.0  # gradient only: E_L clipped to median +/- clip_width * mean |dev|
 
 
@@ -100,7 +100,7 @@ class CheckpointConfig:
 @dataclass(frozen=True)
 class Config:
     seed: int = 0  # root of every random key: step t uses fold_in(seed, t)
-    batch_size: int = 256  # number of walkers (divisible by the device count)
+    batch_size: int = 128  # number of walkers (divisible by the device count; SPRING ~ B^2)
     steps: int = 10000  # optimisation steps
     precision: str = "float32"  # "float32" or "float64"
     devices: int | None = None  # walkers are sharded over the first N devices (None: all)

@@ -18,6 +18,7 @@ def h2_run(tmp_path_factory):
     settings = {
         "pretrain.iterations": 50,
         "optim.lr": 0.1,
+        "optim.lr_decay": 1e-3,
         "optim.momentum": 0.9,
         "optim.max_norm": 0.1,
     }
