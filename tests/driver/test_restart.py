@@ -92,3 +92,11 @@ def test_resume_of_another_format_version(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["run", "--resume", str(tmp_path / "run"), "--steps", "4"]) == 2
     assert_one_error_line(capsys.readouterr().err, "format version")
+
+
+def test_reinit_walkers_allows_a_new_batch_size(tmp_path):
+    run(tmp_path / "run", 3)
+    resume = ["run", "--resume", str(tmp_path / "run"), "--steps", "5", "--batch-size", "16"]
+    assert cli.main([*resume, "--reinit-walkers"]) == 0
+    assert [int(r["step"]) for r in stats_rows(tmp_path / "run")] == list(range(5))
+    assert final_arrays(tmp_path / "run")["sampler/walkers"].shape == (16, 2, 3)
