@@ -98,12 +98,13 @@ def _split(stack, value: jax.Array, rows: int) -> tuple[jax.Array, jax.Array]:
     return stack[:-1], stack[-1]
 
 
-def _chunked(push: Callable, seed: Callable, blocks: int, rows: int, value: jax.Array):
-    """Pushes `seed(i)` for i < blocks in a fori_loop; the second-order parts add up."""
+def _chunked(step: Callable, blocks: int, rows: int, value: jax.Array):
+    """Pushes block `i` (`step(i)` -> output stack) for i < blocks in a fori_loop; the
+    second-order parts add up."""
 
     def body(i, carry):
         firsts, second = carry
-        first_i, second_i = _split(push([seed(i)])[0], value, rows)
+        first_i, second_i = _split(step(i), value, rows)
         return lax.dynamic_update_index_in_dim(firsts, first_i, i, 0), second + second_i
 
     init = (jnp.zeros((blocks, rows) + value.shape, value.dtype), jnp.zeros_like(value))
@@ -117,12 +118,33 @@ def _dense_chunks(push: Callable, directions: jax.Array, value: jax.Array, chunk
     blocks = -(-num // chunk)
     pad = jnp.zeros((blocks * chunk - num,) + directions.shape[1:], directions.dtype)
     grouped = jnp.concatenate([directions, pad]).reshape((blocks, chunk) + directions.shape[1:])
-    first, second = _chunked(push, lambda i: _seed(grouped[i]), blocks, chunk, value)
+    first, second = _chunked(lambda i: push([_seed(grouped[i])])[0], blocks, chunk, value)
     return first[:num], second
 
 
+def _sparse_frontier(push: Callable, x: jax.Array) -> list[rules_sparse.Sparse]:
+    """The Sparse stacks that `push` densifies, in order, for all electrons at once.
+
+    Traced as a jit whose only outputs are those stacks, so only the sparse part is computed.
+    """
+    frontier = []
+
+    def record(s):
+        frontier.append(s)
+        return s.materialize()
+
+    def sparse_part(x):
+        with rules_sparse.intercept(record):
+            push([rules_sparse.seed(x)])
+        return [s.rows for s in frontier]
+
+    rows = jax.jit(sparse_part)(x)
+    return [s.with_rows(r) for s, r in zip(frontier, rows, strict=True)]
+
+
 def _sparse_chunks(push: Callable, x: jax.Array, value: jax.Array, chunk: int | None):
-    """Electron-sparse seeds, `chunk // 3` electrons at a time (all at once for None)."""
+    """Electron-sparse stacks: the sparse part once for all electrons, outside the loop; each
+    densification then yields `chunk // 3` electrons at a time inside it (all for None)."""
     if x.ndim != 2 or x.shape[1] != 3:
         raise InputError(f"electron_sparsity=True needs x of shape (n, 3), got {x.shape}")
     n = x.shape[0]
@@ -130,8 +152,21 @@ def _sparse_chunks(push: Callable, x: jax.Array, value: jax.Array, chunk: int | 
         return _split(push([rules_sparse.seed(x)])[0], value, 3 * n)
     count = max(1, chunk // 3)
     blocks = -(-n // count)
-    seed = lambda i: rules_sparse.seed(x, i * count, count)
-    first, second = _chunked(push, seed, blocks, 3 * count, value)
+    frontier = _sparse_frontier(push, x)
+
+    def step(i):
+        queue = iter(frontier)
+
+        def replay(s):
+            full = next(queue)
+            first_block = (i == 0).astype(full.rows.dtype)  # the Laplacian row counts once
+            rows = jnp.concatenate([full.rows[:-1], full.rows[-1:] * first_block])
+            return rules_sparse.Sparse(rows, full.axes, count, i * count).materialize()
+
+        with rules_sparse.intercept(replay):  # the loop's own sparse part is then dead code
+            return push([rules_sparse.seed(x, i * count, count)])[0]
+
+    first, second = _chunked(step, blocks, 3 * count, value)
     return first[: 3 * n], second
 
 

@@ -53,7 +53,12 @@ def add_second(stack: jax.Array, extra: jax.Array) -> jax.Array:
 
 
 def materialize(stack):
-    """Lazy stacks (see `rules_dot`) become arrays; arrays and None pass through."""
+    """Lazy stacks (see `rules_dot`) become arrays; arrays and None pass through.
+
+    Sparse stacks go through `rules_sparse.densify` (which the engine may intercept).
+    """
+    if isinstance(stack, Sparse):
+        return rules_sparse.densify(stack)
     return stack.materialize() if hasattr(stack, "materialize") else stack
 
 

@@ -13,7 +13,9 @@ on non-electron axes, reduce_sum over non-electron axes) keep it; every other pr
 the dense stack from `materialize`.
 """
 
+import contextlib
 import math
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import jax
@@ -68,6 +70,24 @@ class Sparse(NamedTuple):
 
     def with_rows(self, rows: jax.Array, axes: tuple[int, ...] | None = None) -> "Sparse":
         return Sparse(rows, self.axes if axes is None else axes, self.count, self.start)
+
+
+_HOOKS: list[Callable] = []
+
+
+def densify(s: "Sparse") -> jax.Array:
+    """The dense stack of `s`: `s.materialize()`, unless an `intercept` hook is active."""
+    return _HOOKS[-1](s) if _HOOKS else s.materialize()
+
+
+@contextlib.contextmanager
+def intercept(hook: Callable[["Sparse"], jax.Array]) -> Iterator[None]:
+    """Within the block, every densification of a Sparse stack `s` returns `hook(s)`."""
+    _HOOKS.append(hook)
+    try:
+        yield
+    finally:
+        _HOOKS.pop()
 
 
 def seed(x: jax.Array, start: jax.Array | int = 0, count: int | None = None) -> Sparse:
