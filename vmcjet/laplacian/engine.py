@@ -5,7 +5,9 @@ depend on x are evaluated as they are, the others go through their rule (`rules.
 back to nested jvps), which also returns a `push`. The returned `push` then maps input stacks to
 output stacks by calling those pushes in order. `forward_laplacian` seeds the input stack with the
 directions and, when chunking, calls `push` inside a `lax.fori_loop`, so that every primal
-intermediate (and every residual such as f'(x)) is computed once, outside the loop.
+intermediate (and every residual such as f'(x)) is computed once, outside the loop. With electron
+sparsity the sparse stacks are also computed once, for all electrons, outside the loop: inside it
+each densification (`rules_sparse.intercept`) takes the current block of electrons from them.
 """
 
 from collections.abc import Callable, Sequence
@@ -199,7 +201,8 @@ def forward_laplacian(
         electron_sparsity: for x = electron positions (n, 3) and the unit vectors, carry 3 (or 6)
             first-order rows for per-electron (or pair) intermediates instead of 3n, until a
             primitive without a sparse rule densifies them (`rules_sparse`). Same results. With
-            `chunk_size`, electrons are processed `chunk_size // 3` at a time.
+            `chunk_size`, the sparse part runs once and the dense part `chunk_size // 3`
+            electrons at a time.
 
     Returns:
         A function `x -> (value, first, second)`. Without `directions`: `first` is the Jacobian,
