@@ -149,8 +149,12 @@ def plot(folder: str | Path, output: str | Path | None = None) -> Path:
     axes[0].plot(column["step"], column["running_mean"], lw=1.5, label="running mean")
     if molecule.exact_energy is not None:
         axes[0].axhline(molecule.exact_energy, color="k", ls="--", lw=1, label="exact")
-    low, high = np.percentile(column["energy"], [2, 99])
-    axes[0].set_ylim(low - 0.05 * abs(low), high + 0.01 * abs(high))
+    settled = column["energy"][len(rows) // 10 :]  # the first 10% of steps would set the scale
+    low, high = np.percentile(settled, [1, 99])
+    if molecule.exact_energy is not None:
+        low = min(low, molecule.exact_energy)
+    pad = 0.5 * (high - low) + 1e-6
+    axes[0].set_ylim(low - pad, high + pad)
     axes[0].set_ylabel("energy (Ha)")
     axes[0].legend()
     axes[1].semilogy(column["step"], column["variance"], lw=0.7)
