@@ -27,6 +27,12 @@ CASES = {
     "reshape_concat": lambda x: jnp.sum(
         jnp.tanh(jnp.concatenate([x, x**2], axis=-1).reshape(5, 2, 3) @ jnp.ones((3, 2))) ** 2
     ),
+    # spin-resolved means of a pair stream: slices and sums along either electron axis
+    "pair_spin_means": lambda x: jnp.sum(
+        jnp.tanh(jnp.mean(jnp.tanh(_pair_distances(x))[:, 2:, None] * x[None, 2:], axis=1))
+        + jnp.sin(jnp.sum(jnp.cos(x[:, None, :] - x[None, :, :])[:2], axis=0))
+        + jnp.sum(_pair_distances(x)[1:4], axis=0)[:, None] * x
+    ),
     "ferminet_like": lambda x: ferminet_like(init_params(jax.random.key(1), 3, 2), x, 3),
 }
 
@@ -64,6 +70,18 @@ def test_pair_stream_stays_sparse(monkeypatch):
     )
     forward_laplacian(CASES["pair_tanh"], electron_sparsity=True)(WALKERS[0])
     assert densified == [(0, 1)]  # only the final matrix-vector product mixes electrons
+
+
+def test_spin_means_of_pairs_stay_sparse(monkeypatch):
+    """Slicing a pair stack to a spin channel and summing over it never densifies the pairs."""
+    densified = []
+    original = rules_sparse.Sparse.materialize
+    monkeypatch.setattr(
+        rules_sparse.Sparse, "materialize", lambda s: densified.append(s.axes) or original(s)
+    )
+    f = lambda x: jnp.sum(jnp.tanh(jnp.mean(jnp.tanh(_pair_distances(x))[:, 2:], axis=1)))
+    forward_laplacian(f, electron_sparsity=True, chunk_size=6)(WALKERS[0])
+    assert (0, 1) not in densified
 
 
 def test_sparse_needs_electron_positions():

@@ -133,7 +133,7 @@ def _sparse_frontier(push: Callable, x: jax.Array) -> list[rules_sparse.Sparse]:
 
     def record(s):
         frontier.append(s)
-        return s.materialize()
+        return s
 
     def sparse_part(x):
         with rules_sparse.intercept(record):
@@ -163,7 +163,7 @@ def _sparse_chunks(push: Callable, x: jax.Array, value: jax.Array, chunk: int | 
             full = next(queue)
             first_block = (i == 0).astype(full.rows.dtype)  # the Laplacian row counts once
             rows = jnp.concatenate([full.rows[:-1], full.rows[-1:] * first_block])
-            return rules_sparse.Sparse(rows, full.axes, count, i * count).materialize()
+            return rules_sparse.Sparse(rows, full.axes, count, i * count)
 
         with rules_sparse.intercept(replay):  # the loop's own sparse part is then dead code
             return push([rules_sparse.seed(x, i * count, count)])[0]

@@ -65,7 +65,7 @@ def materialize(stack):
 def num_rows(stacks: list) -> int:
     """K + 1, read from the first non-zero stack."""
     s = next(s for s in stacks if s is not None)
-    return s.dense_rows if isinstance(s, Sparse) else s.shape[0]
+    return s.dense_rows if isinstance(s, (Sparse, rules_sparse.ElectronSlice)) else s.shape[0]
 
 
 def unify(stacks: list, shape: tuple[int, ...]) -> list:

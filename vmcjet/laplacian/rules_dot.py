@@ -156,15 +156,16 @@ def _dot_general_rule(primals, dependent, **params):
     return [out], _lazy(push)
 
 
-def _with_sparse(primitive, sparse_fn) -> None:
-    """Wraps the registered dense rule of `primitive`: Sparse stacks go through `sparse_fn`."""
+def _with_sparse(primitive, sparse_fn, kinds: tuple = (Sparse,)) -> None:
+    """Wraps the registered dense rule of `primitive`: stacks of `kinds` go through `sparse_fn`
+    (which returns the output stack, or None to fall back to the dense rule)."""
     dense_rule = RULES[primitive]
 
     def rule(primals, dependent, **params):
         outs, dense_push = dense_rule(primals, dependent, **params)
 
         def push(stacks):
-            if isinstance(stacks[0], Sparse):
+            if isinstance(stacks[0], kinds):
                 sparse = sparse_fn(stacks[0], params)
                 if sparse is not None:
                     return [sparse]
@@ -175,7 +176,23 @@ def _with_sparse(primitive, sparse_fn) -> None:
     RULES[primitive] = rule
 
 
-_with_sparse(prims.reduce_sum_p, lambda s, p: rules_sparse.reduce_sum(s, tuple(p["axes"])))
+def _sparse_reduce_sum(s, params):
+    """Sums over non-electron axes stay sparse; a sum over one electron axis of a (sliced) pair
+    stack gives its dense block directly."""
+    axes = tuple(params["axes"])
+    if isinstance(s, rules_sparse.ElectronSlice):
+        return (
+            rules_sparse.sum_over_electrons(s.sparse, s.axis, s.lo, s.hi)
+            if axes == (s.axis,)
+            else None
+        )
+    if len(s.axes) == 2 and len(axes) == 1 and axes[0] in s.axes:
+        return rules_sparse.sum_over_electrons(s, axes[0], 0, s.rows.shape[axes[0] + 1])
+    return rules_sparse.reduce_sum(s, axes)
+
+
+_with_sparse(prims.reduce_sum_p, _sparse_reduce_sum, (Sparse, rules_sparse.ElectronSlice))
+_with_sparse(prims.slice_p, rules_sparse.electron_slice)
 _with_sparse(prims.neg_p, lambda s, p: s.with_rows(-s.rows))
 _with_sparse(
     prims.reshape_p,

@@ -75,19 +75,83 @@ class Sparse(NamedTuple):
 _HOOKS: list[Callable] = []
 
 
+def resolve(s: "Sparse") -> "Sparse":
+    """The stack to densify in place of `s`: `s` itself, unless an `intercept` hook is active."""
+    return _HOOKS[-1](s) if _HOOKS else s
+
+
 def densify(s: "Sparse") -> jax.Array:
-    """The dense stack of `s`: `s.materialize()`, unless an `intercept` hook is active."""
-    return _HOOKS[-1](s) if _HOOKS else s.materialize()
+    """The dense stack of `s` (of `resolve(s)`)."""
+    return resolve(s).materialize()
 
 
 @contextlib.contextmanager
-def intercept(hook: Callable[["Sparse"], jax.Array]) -> Iterator[None]:
-    """Within the block, every densification of a Sparse stack `s` returns `hook(s)`."""
+def intercept(hook: Callable[["Sparse"], "Sparse"]) -> Iterator[None]:
+    """Within the block, every densification of a Sparse stack `s` uses `hook(s)` instead."""
     _HOOKS.append(hook)
     try:
         yield
     finally:
         _HOOKS.pop()
+
+
+class ElectronSlice(NamedTuple):
+    """Lazy stack of a pair Sparse stack sliced to electrons lo .. hi - 1 along its electron
+    axis `axis` (e.g. a spin channel), kept so that a following sum over that axis stays cheap."""
+
+    sparse: Sparse
+    axis: int
+    lo: int
+    hi: int
+
+    @property
+    def dense_rows(self) -> int:
+        return self.sparse.dense_rows
+
+    def materialize(self) -> jax.Array:
+        return lax.slice_in_dim(densify(self.sparse), self.lo, self.hi, axis=self.axis + 1)
+
+
+def electron_slice(s: Sparse, params: dict) -> "ElectronSlice | None":
+    """slice of a pair stack along one electron axis only (unit strides), None otherwise."""
+    shape = s.rows.shape[1:]
+    starts, limits, strides = params["start_indices"], params["limit_indices"], params["strides"]
+    cut = [d for d in range(len(shape)) if (starts[d], limits[d]) != (0, shape[d])]
+    if len(s.axes) != 2 or len(cut) != 1 or cut[0] not in s.axes:
+        return None
+    if strides is not None and any(st != 1 for st in strides):
+        return None
+    return ElectronSlice(s, cut[0], starts[cut[0]], limits[cut[0]])
+
+
+def sum_over_electrons(s: Sparse, axis: int, lo: int, hi: int) -> jax.Array:
+    """Dense stack of sum_{j in lo..hi-1} over electron axis `axis` of a pair stack.
+
+    With the other electron axis a, d/dx_e of sum_j P_ij is delta(e, i) sum_j R_a,ij + R_axis,ie
+    (for lo <= e < hi): the 3 * count block rows without densifying the pair stack.
+    """
+    s = resolve(s)
+    other = s.axes[1 - s.axes.index(axis)]
+    ra, rb = (s.rows[3 * s.axes.index(d) : 3 * s.axes.index(d) + 3] for d in (other, axis))
+    n = s.rows.shape[axis + 1]
+    inside = (lo <= jnp.arange(n)) & (jnp.arange(n) < hi)
+    mask = inside.astype(s.rows.dtype).reshape(
+        (1,) * (axis + 1) + (n,) + (1,) * (s.rows.ndim - axis - 2)
+    )
+    diag = jnp.moveaxis(jnp.sum(ra * mask, axis=axis + 1), other + 1 - (other > axis), 1)
+    hit = (jnp.arange(s.count)[:, None] + s.start == jnp.arange(diag.shape[1])[None, :]).astype(
+        diag.dtype
+    )
+    hit = hit.reshape(hit.shape + (1,) * (diag.ndim - 2))
+    first = hit[:, None] * diag[None]  # (count, 3, n_other, rest)
+    rb = jnp.moveaxis(rb * mask, (other + 1, axis + 1), (1, 2))  # (3, n_other, n, rest)
+    padded = jnp.concatenate([rb, jnp.zeros(rb.shape[:2] + (s.count,) + rb.shape[3:], rb.dtype)], 2)
+    block = lax.dynamic_slice_in_dim(padded, s.start, s.count, axis=2)
+    first = first + jnp.moveaxis(block, 2, 0)
+    first = jnp.moveaxis(first, 2, other + 2 - (other > axis))
+    first = first.reshape((3 * s.count,) + first.shape[2:])
+    second = jnp.sum(s.rows[-1:] * mask, axis=axis + 1)
+    return jnp.concatenate([first, second])
 
 
 def seed(x: jax.Array, start: jax.Array | int = 0, count: int | None = None) -> Sparse:
