@@ -89,3 +89,23 @@ def test_sparse_needs_electron_positions():
         forward_laplacian(jnp.sum, electron_sparsity=True)(jnp.ones(6))
     with pytest.raises(InputError, match="directions"):
         forward_laplacian(jnp.sum, electron_sparsity=True, directions=jnp.ones((1, 5, 3)))
+
+
+def test_collapsed_method_is_sparse_for_many_electrons(monkeypatch):
+    """The registry's "collapsed" switches to electron sparsity from SPARSE_MIN_ELECTRONS on, with
+    the trace of the Hessian as Laplacian."""
+    from vmcjet.laplacian.methods import SPARSE_MIN_ELECTRONS, laplacian_method
+
+    seen = []
+    original = rules_sparse.seed
+    monkeypatch.setattr(rules_sparse, "seed", lambda *a: seen.append(1) or original(*a))
+    f = lambda x: jnp.sum(jnp.tanh(_pair_distances(x))) + jnp.sum(jnp.exp(-(x**2)))
+    x = jax.random.normal(jax.random.key(4), (SPARSE_MIN_ELECTRONS, 3))
+    value, grad, lap = laplacian_method("collapsed")(f)(x)
+    hessian = jax.hessian(f)(x).reshape(x.size, x.size)
+    np.testing.assert_allclose(lap, jnp.trace(hessian), rtol=1e-10)
+    np.testing.assert_allclose(grad, jax.grad(f)(x), rtol=1e-10)
+    assert seen
+    seen.clear()
+    laplacian_method("collapsed")(f)(x[:-1])
+    assert not seen

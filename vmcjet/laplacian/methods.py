@@ -5,8 +5,9 @@ Every factory has the signature ``factory(f, *, chunk_size=None)`` and returns a
 (D entries): ``value`` and ``laplacian`` are scalars, ``gradient`` has ``x.shape``.
 
 - ``"collapsed"``: vmcjet's collapsed forward Laplacian (`vmcjet.laplacian.engine`), in blocks of
-  ``COLLAPSED_CHUNK_SIZE`` directions unless ``chunk_size`` says otherwise. ``"collapsed_sparse"``
-  adds electron-wise sparsity (x of shape (n, 3); see `vmcjet.laplacian.rules_sparse`).
+  ``COLLAPSED_CHUNK_SIZE`` directions unless ``chunk_size`` says otherwise, with electron-wise
+  sparsity (`vmcjet.laplacian.rules_sparse`) for x of shape (n, 3) with n >= SPARSE_MIN_ELECTRONS.
+  ``"collapsed_sparse"`` always uses electron-wise sparsity (x of shape (n, 3)).
 - ``"hessian"``: the trace of the dense ``jax.hessian`` (reverse-over-forward, D x D entries).
 - ``"loop"``: the gradient by reverse mode, linearised once, then a ``lax.fori_loop`` over the D
   coordinates of the Hessian-vector product, accumulating the diagonal (FermiNet's approach).
@@ -145,8 +146,22 @@ def _folx_available() -> bool:
 COLLAPSED_CHUNK_SIZE = 6
 
 
+# "collapsed" uses electron sparsity for electron positions (n, 3) from this many electrons on:
+# measured faster at N2 (14) and P2 (30), slower at LiH (4) (docs/benchmarks.md).
+SPARSE_MIN_ELECTRONS = 8
+
+
 def _collapsed(f, *, chunk_size=None):
-    return forward_laplacian(f, chunk_size=chunk_size or COLLAPSED_CHUNK_SIZE)
+    chunk = chunk_size or COLLAPSED_CHUNK_SIZE
+    dense = forward_laplacian(f, chunk_size=chunk)
+    sparse = forward_laplacian(f, chunk_size=chunk, electron_sparsity=True)
+
+    def apply(x):
+        x = jnp.asarray(x)
+        electrons = x.ndim == 2 and x.shape[1] == 3 and x.shape[0] >= SPARSE_MIN_ELECTRONS
+        return (sparse if electrons else dense)(x)
+
+    return apply
 
 
 def _collapsed_sparse(f, *, chunk_size=None):
