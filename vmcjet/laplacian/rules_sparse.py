@@ -10,7 +10,9 @@ d/dx_e = delta(e, i) R_0,c + delta(e, j) R_1,c. In that representation
 (the delta term: on the diagonal i = j both blocks belong to the same electron). Rules that know
 `Sparse` (elementwise, add/sub/mul, broadcast_in_dim, concatenate and dot_general with a constant
 on non-electron axes, reduce_sum over non-electron axes) keep it; every other primitive receives
-the dense stack from `materialize`.
+the dense stack from `materialize`. A sum over one electron axis j of a pair stack (optionally
+sliced to a spin channel first, `ElectronSlice`), as in spin-resolved means, goes straight to its
+dense rows delta(e, i) sum_j R_0,ij + R_1,ie (`sum_over_electrons`), never densifying the pairs.
 """
 
 import contextlib
