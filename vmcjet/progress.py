@@ -51,7 +51,8 @@ class Reporter:
         done = step + 1
         rate = (done - self._start_step) / max(time.monotonic() - self._start_time, 1e-9)
         eta = (total - done) / rate if rate > 0 else float("inf")
-        text = f"step {done}/{total}  E = {energy:.5f}  mean = {running_mean:.5f} Ha  ETA {_clock(eta)}"
+        energies = f"E = {energy:.5f}  mean = {running_mean:.5f} Ha"
+        text = f"step {done}/{total}  {energies}  ETA {_clock(eta)}"
         if self._tty:
             filled = int(30 * done / max(total, 1))
             self._stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {text}")

@@ -16,7 +16,7 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from vmcjet import config as config_lib
@@ -59,7 +59,8 @@ def existing_run_folder(path: str | Path) -> Path:
     folder = Path(path)
     if not (folder / CONFIG_FILE).is_file():
         raise CheckpointError(
-            f"'{folder}' is not a vmcjet run folder (no {CONFIG_FILE}); give the folder `vmcjet run` wrote"
+            f"'{folder}' is not a vmcjet run folder (no {CONFIG_FILE}); "
+            "give the folder that `vmcjet run` wrote"
         )
     return folder
 
@@ -128,10 +129,6 @@ class StatsWriter:
     def write(self, row: Mapping[str, object]) -> None:
         self._writer.writerow({k: _format(row[k]) for k in STATS_COLUMNS})
         self._handle.flush()
-
-    def write_many(self, rows: Iterable[Mapping[str, object]]) -> None:
-        for row in rows:
-            self.write(row)
 
     def close(self) -> None:
         self._handle.close()
