@@ -80,9 +80,8 @@ def linearize_jaxpr(
             for v, s in zip(outvars, step(ins), strict=True):
                 if s is not None and _inexact(v):
                     stacks[v] = s
-        return [
-            None if isinstance(v, Literal) else materialize(stacks.get(v)) for v in jaxpr.outvars
-        ]
+        finish = materialize if dense_outputs else (lambda stack: stack)
+        return [None if isinstance(v, Literal) else finish(stacks.get(v)) for v in jaxpr.outvars]
 
     out_dependent = [_is_dependent(v, depends) for v in jaxpr.outvars]
     return [read(v) for v in jaxpr.outvars], out_dependent, push
