@@ -151,6 +151,18 @@ def _orbital_blocks(cfg: NetworkConfig, layout: _Layout, params: dict, electrons
     return apply_orbitals(params["orbitals"], h, ae, r_ae, layout.groups, cfg.determinants)
 
 
+def _same_spin_coincide(electrons: jax.Array, layout: _Layout) -> jax.Array:
+    """True if two same-spin electrons sit at exactly the same point, where psi = 0 exactly by
+    antisymmetry (rounding may leave the two equal orbital rows a few ulp apart, so the determinant
+    alone does not always give -inf there). A boolean: it carries no derivative."""
+    coincide = jnp.zeros((), bool)
+    for start, stop in layout.groups:
+        group = electrons[start:stop]
+        same = jnp.all(group[:, None, :] == group[None, :, :], axis=-1)
+        coincide = coincide | jnp.any(same & ~np.eye(stop - start, dtype=bool))
+    return coincide
+
+
 def make_wavefunction(network_config: NetworkConfig, molecule: Molecule) -> Wavefunction:
     """The wavefunction of `molecule` described by `network_config` (see the module docstring)."""
     cfg = resolve_config(network_config)
@@ -166,7 +178,7 @@ def make_wavefunction(network_config: NetworkConfig, molecule: Molecule) -> Wave
         if cfg.jastrow:
             jastrow = apply_jastrow(params["jastrow"], electrons, layout.n_alpha, layout.n_beta)
             log_abs = log_abs + jastrow
-        return sign, log_abs
+        return sign, jnp.where(_same_spin_coincide(electrons, layout), -jnp.inf, log_abs)
 
     def orbitals(params: dict, electrons: jax.Array) -> jax.Array:
         params = _cast(params, electrons.dtype)
