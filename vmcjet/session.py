@@ -19,7 +19,7 @@ from vmcjet import checkpoint, distributed, hartree_fock, mcmc, optim, pretrain
 from vmcjet.config import Config
 from vmcjet.errors import InputError
 from vmcjet.molecule import Molecule
-from vmcjet.networks import Wavefunction, make_wavefunction
+from vmcjet.networks import Wavefunction, make_wavefunction, parameter_count
 from vmcjet.train import TrainState, log_abs_psi_fn, make_train_step
 
 STREAMS = {"params": 1, "pretrain": 2, "walkers": 3, "burn_in": 4, "train": 5, "eval": 6}
@@ -54,7 +54,7 @@ class Session:
             "seed": self.config.seed,
             "molecule": self.molecule.name,
             "electrons": self.molecule.n_electrons,
-            "parameters": None,
+            "parameters": parameter_count(self.config.network, self.molecule),
             "devices_in_mesh": int(self.mesh.devices.size),
         }
 

@@ -36,6 +36,7 @@ def test_run_folder_contents(h2_run):
     assert all(np.isfinite(float(r["energy"])) for r in rows)
     metadata = json.loads((h2_run / "metadata.json").read_text())
     assert metadata["seed"] == 0 and metadata["molecule"] == "H2"
+    assert metadata["parameters"] > 0 and metadata["devices_in_mesh"] == 2
     assert metadata["jax_version"].startswith("0.9")
     steps = [
         checkpoint.read_header(p).step for p in checkpoint.list_checkpoints(h2_run / "checkpoints")
