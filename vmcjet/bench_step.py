@@ -16,8 +16,7 @@ import jax
 
 from vmcjet import optim
 from vmcjet.config import Config
-from vmcjet.molecule import load_molecule
-from vmcjet.session import initial_state, open_session
+from vmcjet.session import initial_state, open_session, run_molecule
 from vmcjet.train import log_abs_psi_fn, make_sampler_and_local_energy
 
 
@@ -29,9 +28,7 @@ def _timed(fn: Callable[[], Any]) -> float:
 
 def step_parts(config: Config) -> dict[str, Callable[[], Any]]:
     """Zero-argument callables of each part of a step, compiled, on an initial state."""
-    molecule = load_molecule(
-        config.system.molecule, charge=config.system.charge, spin=config.system.spin
-    )
+    molecule = run_molecule(config)
     session = open_session(config, molecule)
     state = initial_state(session, template_only=True)
     sample, local_energy = make_sampler_and_local_energy(session.wavefunction, molecule, config)

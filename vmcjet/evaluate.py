@@ -16,17 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from vmcjet import mcmc, runfolder, statistics
-from vmcjet.config import Config
 from vmcjet.errors import InputError
-from vmcjet.molecule import Molecule, load_molecule
-from vmcjet.session import Session, open_session, restore_state, stream_key
+from vmcjet.molecule import Molecule
+from vmcjet.session import Session, open_session, restore_state, run_molecule, stream_key
 from vmcjet.train import make_sampler_and_local_energy, masked_moments
 from vmcjet.units import MILLIHARTREE_PER_HARTREE
-
-
-def run_molecule(config: Config) -> Molecule:
-    system = config.system
-    return load_molecule(system.molecule, charge=system.charge, spin=system.spin)
 
 
 def summary(

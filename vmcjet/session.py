@@ -18,11 +18,17 @@ import jax.numpy as jnp
 from vmcjet import checkpoint, distributed, hartree_fock, mcmc, optim, pretrain
 from vmcjet.config import Config
 from vmcjet.errors import InputError
-from vmcjet.molecule import Molecule
+from vmcjet.molecule import Molecule, load_molecule
 from vmcjet.networks import Wavefunction, make_wavefunction, parameter_count
 from vmcjet.train import TrainState, log_abs_psi_fn, make_train_step
 
 STREAMS = {"params": 1, "pretrain": 2, "walkers": 3, "burn_in": 4, "train": 5, "eval": 6}
+
+
+def run_molecule(config: Config) -> Molecule:
+    """The molecule a config describes (`system.molecule` with its charge/spin overrides)."""
+    system = config.system
+    return load_molecule(system.molecule, charge=system.charge, spin=system.spin)
 
 
 def stream_key(root: jax.Array, name: str) -> jax.Array:
