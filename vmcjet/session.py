@@ -20,7 +20,7 @@ from vmcjet.config import Config
 from vmcjet.errors import InputError
 from vmcjet.molecule import Molecule, load_molecule
 from vmcjet.networks import Wavefunction, make_wavefunction, parameter_count
-from vmcjet.train import TrainState, log_abs_psi_fn, make_train_step
+from vmcjet.train import TrainState, log_abs_psi_fn, make_sampler, make_train_step
 
 STREAMS = {"params": 1, "pretrain": 2, "walkers": 3, "burn_in": 4, "train": 5, "eval": 6}
 
@@ -178,13 +178,7 @@ def _burn_in(session: Session, state: TrainState, log: Callable[[str], None]) ->
         return state
     root = stream_key(jax.random.key(session.config.seed), "burn_in")
     key = jax.random.fold_in(root, state.step)
-    sample = jax.jit(
-        mcmc.make_mcmc_step(
-            log_abs_psi_fn(session.wavefunction),
-            moves=config.moves,
-            target_acceptance=config.target_acceptance,
-        )
-    )
+    sample = jax.jit(make_sampler(session.wavefunction, session.config))
     sampler = state.sampler
     for i in range(max(1, config.burn_in // config.moves)):
         sampler, acceptance = sample(state.params, sampler, key=jax.random.fold_in(key, i))

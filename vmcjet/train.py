@@ -85,24 +85,31 @@ def _energy_residuals(local_energies: jax.Array, finite: jax.Array, clip_width: 
     return jnp.where(finite, centred, 0.0)
 
 
+def make_sampler(
+    wavefunction: Wavefunction, config: Config
+) -> Callable[..., tuple[mcmc.McmcState, jax.Array]]:
+    """The MCMC step `(params, sampler, *, key) -> (sampler, acceptance)` the config sets up."""
+    return mcmc.make_mcmc_step(
+        log_abs_psi_fn(wavefunction),
+        moves=config.mcmc.moves,
+        target_acceptance=config.mcmc.target_acceptance,
+    )
+
+
 def make_sampler_and_local_energy(
     wavefunction: Wavefunction, molecule: Molecule, config: Config
 ) -> tuple[Callable[..., tuple[mcmc.McmcState, jax.Array]], Callable[..., jax.Array]]:
     """The MCMC step `(params, sampler, *, key) -> (sampler, acceptance)` and the local energy
     `(params, walkers (B, n, 3)) -> (B,)` hartree, as the config sets them up."""
-    log_psi = log_abs_psi_fn(wavefunction)
-    sample = mcmc.make_mcmc_step(
-        log_psi, moves=config.mcmc.moves, target_acceptance=config.mcmc.target_acceptance
-    )
     local_energy = make_local_energy(
-        log_psi,
+        log_abs_psi_fn(wavefunction),
         jnp.asarray(molecule.coords),
         jnp.asarray(molecule.charges),
         method=config.laplacian.method,
         chunk_size=config.laplacian.chunk_size,
         walker_batch_size=config.laplacian.walker_batch_size,
     )
-    return sample, local_energy
+    return make_sampler(wavefunction, config), local_energy
 
 
 def make_train_step(
