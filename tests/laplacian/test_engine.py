@@ -57,6 +57,15 @@ STRUCTURAL = {
     "concat_pad": lambda x: jnp.sum(
         jnp.concatenate([x, 2 * W[:2]], 1) ** 2 * jnp.pad(x, ((0, 0), (2, 2)))
     ),
+    "concat_dot_mixed_pieces": lambda x: jnp.sum(
+        jnp.tanh(
+            jnp.concatenate(
+                [jnp.sin(x), W[:2, :2], jnp.broadcast_to(jnp.mean(x, 0), (2, 3)), x**2], 1
+            )
+            @ jnp.linspace(-1.0, 1.0, 44).reshape(11, 4)
+        )
+        ** 2
+    ),
     "gather_scatter": lambda x: jnp.sum(
         jnp.exp(x.ravel()[jnp.array([0, 4, 4, 2])])
         * jnp.zeros(4).at[jnp.array([1, 1, 3, 0])].add(x[0, :1].repeat(4) ** 2)

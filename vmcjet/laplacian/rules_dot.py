@@ -109,18 +109,31 @@ def _dot_broadcast(t: Broadcast, const, params):
     return lax.broadcast_in_dim(r, shape, (0,) + tuple(dims))
 
 
+def _dot_concat(t: Concat, const, params, axis: int):
+    """dot(concatenate(pieces), W) = sum_i dot(piece_i, W_i) over the rows W_i of W that meet
+    piece i. Zero pieces are skipped, lazy ones (Broadcast, Sparse) keep their cheap products, and
+    the dense pieces are concatenated again (without the zero and lazy ones) into one product."""
+    dense, dense_parts, terms, start = [], [], [], 0
+    for piece, x in zip(t.pieces, t.primals, strict=True):
+        part = lax.slice_in_dim(const, start, start + x.shape[t.dimension], axis=axis)
+        start += x.shape[t.dimension]
+        if isinstance(piece, (Broadcast, Sparse)):
+            terms.append(materialize(_dot_lhs_stack(piece, part, params)))
+        elif piece is not None:
+            dense.append(piece)
+            dense_parts.append(part)
+    if dense:
+        joined = dense[0] if len(dense) == 1 else jnp.concatenate(dense, axis=t.dimension + 1)
+        weights = jnp.concatenate(dense_parts, axis=axis)
+        terms.insert(0, jax.vmap(lambda s: _dot(s, weights, params))(joined))
+    return sum(terms[1:], terms[0])
+
+
 def _dot_lhs_stack(t, const, params):
     """Stack of dot_general(lhs, const) from the (possibly lazy) stack `t` of lhs."""
     (lc, rc), (lb, _) = params["dimension_numbers"]
     if isinstance(t, Concat) and not lb and t.dimension in lc:
-        axis, start, terms = rc[lc.index(t.dimension)], 0, []
-        for piece, x in zip(t.pieces, t.primals, strict=True):
-            size = x.shape[t.dimension]
-            if piece is not None:
-                part = lax.slice_in_dim(const, start, start + size, axis=axis)
-                terms.append(materialize(_dot_lhs_stack(piece, part, params)))
-            start += size
-        return sum(terms[1:], terms[0])
+        return _dot_concat(t, const, params, rc[lc.index(t.dimension)])
     if isinstance(t, Broadcast) and not lb:
         result = _dot_broadcast(t, const, params)
         if result is not None:
