@@ -39,8 +39,15 @@ def lu_logdet_inverse(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
 def logdet_stack(inverse: jax.Array, stack: jax.Array) -> jax.Array:
     """Stack of log|det A| from the stack of A, shape (K + 1, ..., n, n) -> (K + 1, ...)."""
     traces = jnp.einsum("...ji,k...ij->k...", inverse, stack)
-    m = jnp.einsum("...ij,k...jl->k...il", inverse, stack[:-1])
-    curvature = jnp.einsum("k...ij,k...ji->...", m, m)
+    batch = tuple(range(inverse.ndim - 2))
+    # m[..., i, k, l] = (A^-1 d_k A)_il in dot_general's own output layout (batch, i, k, l), so
+    # that neither the product nor the trace of M_k M_k needs a transposed copy.
+    m = lax.dot_general(
+        inverse,
+        stack[:-1],
+        (((inverse.ndim - 1,), (stack.ndim - 2,)), (batch, tuple(b + 1 for b in batch))),
+    )
+    curvature = jnp.sum(m * jnp.swapaxes(m, -1, -3), axis=(-3, -2, -1))
     return add_second(traces, -curvature)
 
 
