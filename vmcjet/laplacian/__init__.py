@@ -23,8 +23,8 @@ coefficient suffices, given the K first-order ones. The propagation rules
 - linear maps A (add, reshape, slicing, gathers, reductions, dot_general with a constant operand):
   J_k -> A J_k and L -> A L, applied once to the K + 1 rows (the last row of a stack is L, so a
   constant matmul is a single matmul over K + 1 stacked rows); broadcast and concatenate stay
-  lazy so that concat([h, broadcast(mean)]) @ W splits W and multiplies the mean before
-  broadcasting (`rules_dot.py`);
+  lazy so that concat([h, broadcast(mean), g]) @ W splits W, multiplies the mean before
+  broadcasting and sends the dense pieces [h, g] through one product (`rules_dot.py`);
 - elementwise g: J_k -> g'(p) J_k, L -> g'(p) L + g''(p) sum_k J_k^2;
 - products a * b (mul, dot_general of two x-dependent operands, div via 1/b):
   J_k -> a J_b,k + J_a,k b, L -> a L_b + L_a b + 2 sum_k J_a,k J_b,k (one contraction over k);

@@ -5,8 +5,10 @@ Materialising the stack of the concatenation costs (K + 1) n (total width) H mul
 stacks of `broadcast_in_dim` and `concatenate` are therefore kept lazy (`Broadcast`, `Concat`):
 a dot_general with a constant operand splits W along the concatenated axis,
 sum_i dot(piece_i, W_i), multiplies a broadcast piece *before* broadcasting,
-dot(broadcast(b), W_i) = broadcast(dot(b, W_i)), and skips symbolic-zero pieces. Every other
-consumer materialises a lazy stack (XLA fuses the broadcast or concatenation into it).
+dot(broadcast(b), W_i) = broadcast(dot(b, W_i)), skips symbolic-zero pieces, and concatenates the
+remaining dense pieces into ONE product (each extra product would write and re-read a whole
+(K + 1) n H output). Every other consumer materialises a lazy stack (XLA fuses the broadcast or
+concatenation into it).
 
 dot_general of two x-dependent operands is bilinear: b J_a + J_a b rows plus the cross term
 2 sum_k dot(J_a,k, J_b,k), computed as one dot_general that also contracts the direction axis.
