@@ -11,6 +11,7 @@ import pytest
 from vmcjet.bench import (
     KineticCase,
     add_kinetic_arguments,
+    best_rows,
     make_case,
     mlp_case,
     run_kinetic_benchmark,
@@ -52,9 +53,33 @@ def test_harness_writes_rows_table_json_and_plot(tmp_path):
     assert saved["rows"] == rows and saved["command"] == "pytest" and saved["dtype"] == "float64"
     assert saved["machine"]["cpu_count"] >= 1
     table = paths["markdown"].read_text()
-    assert "| tiny | 4 | loop |" in table and "det | 4 | taylor" in table
+    assert "| tiny | 4 | all | loop |" in table and "det | 4 | all | taylor" in table
     pytest.importorskip("matplotlib")
     assert paths["png"].stat().st_size > 0
+
+
+def test_walker_chunk_sweep_compares_like_with_like(tmp_path):
+    case = mlp_case((3, 8, 1), dtype=jnp.float64, name="tiny")
+    rows = run_kinetic_benchmark(
+        [case], ["collapsed", "loop"], [6], 1, walker_batch_sizes=(None, 2), log=lambda _: None
+    )
+    assert [(r["method"], r["walker_batch"]) for r in rows] == [
+        ("collapsed", None), ("loop", None), ("collapsed", 2), ("loop", 2)
+    ]  # fmt: skip
+    ms = {(r["method"], r["walker_batch"]): r["median_ms"] for r in rows}
+    for row in rows:  # ratios are taken at the same walker chunk
+        expected = ms[(row["method"], row["walker_batch"])] / ms[("collapsed", row["walker_batch"])]
+        np.testing.assert_allclose(row["ratio_to_collapsed"], expected)
+    best = {r["method"]: r for r in best_rows(rows)}
+    for method in ("collapsed", "loop"):
+        assert best[method]["median_ms"] == min(ms[(method, None)], ms[(method, 2)])
+    np.testing.assert_allclose(
+        best["loop"]["ratio_to_best_collapsed"],
+        best["loop"]["median_ms"] / best["collapsed"]["median_ms"],
+    )
+    text = write_results(rows, tmp_path, stem="sweep", command="pytest", dtype=jnp.float64)
+    table = text["markdown"].read_text()
+    assert "| tiny | 6 | 2 | loop |" in table and "Fastest walker chunk" in table
 
 
 def test_flags_parse_lists():
@@ -62,6 +87,9 @@ def test_flags_parse_lists():
     add_kinetic_arguments(parser)
     args = parser.parse_args(["--cases", "mlp,ferminet-N2", "--batch-sizes", "8,32", "--quick"])
     assert args.cases == ("mlp", "ferminet-N2") and args.batch_sizes == (8, 32) and args.quick
+    assert args.walker_batch_sizes == (None,)
+    args = parser.parse_args(["--walker-batch-size", "none,64"])
+    assert args.walker_batch_sizes == (None, 64)
 
 
 def test_bad_case_or_method_is_input_error():

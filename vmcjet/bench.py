@@ -129,29 +129,33 @@ def _time_call(compiled, params, walkers) -> float:
     return 1e3 * (time.perf_counter() - start)
 
 
-def _bench_batch(case, methods, batch, repeats, options) -> list[dict[str, Any]]:
-    """Rows of one case and batch size: compile every method, then interleaved timed calls."""
+def _bench_batch(case, variants, batch, repeats, chunk_size) -> list[dict[str, Any]]:
+    """Rows of one case and batch size: compile every (method, walker chunk) variant, then
+    interleaved timed calls; ratios compare methods at the same walker chunk."""
     walkers = case.sample(batch, key=jax.random.key(1))
     rows, compiled = {}, {}
-    for method in methods:
-        rows[method] = {"case": case.name, "method": method, "batch": batch}
+    for method, walker_batch in variants:
+        key = (method, walker_batch)
+        rows[key] = {"case": case.name, "method": method, "batch": batch}
+        rows[key]["walker_batch"] = walker_batch
+        options = {"chunk_size": chunk_size, "walker_batch_size": walker_batch}
         try:
-            compiled[method], stats = _compile(case, method, walkers, options)
-            jax.block_until_ready(compiled[method](case.params, walkers))  # warm-up
+            compiled[key], stats = _compile(case, method, walkers, options)
+            jax.block_until_ready(compiled[key](case.params, walkers))  # warm-up
         except Exception as err:  # a method that cannot handle this case is a result, not a crash
-            rows[method]["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
-            compiled.pop(method, None)
+            rows[key]["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            compiled.pop(key, None)
             continue
-        rows[method].update(stats)
-    times = {method: [] for method in compiled}
+        rows[key].update(stats)
+    times = {key: [] for key in compiled}
     for _ in range(repeats):
-        for method, fn in compiled.items():
-            times[method].append(_time_call(fn, case.params, walkers))
-    for method, samples in times.items():
-        rows[method]["median_ms"] = statistics.median(samples)
+        for key, fn in compiled.items():
+            times[key].append(_time_call(fn, case.params, walkers))
+    for key, samples in times.items():
+        rows[key]["median_ms"] = statistics.median(samples)
     for reference in ("hessian", "collapsed"):
-        base = rows.get(reference, {}).get("median_ms")
-        for row in rows.values():
+        for (_, walker_batch), row in rows.items():
+            base = rows.get((reference, walker_batch), {}).get("median_ms")
             if base and "median_ms" in row:
                 row[f"ratio_to_{reference}"] = row["median_ms"] / base
     return list(rows.values())
@@ -165,23 +169,26 @@ def run_kinetic_benchmark(
     *,
     dtype=jnp.float32,
     chunk_size: int | None = None,
-    walker_batch_size: int | None = None,
+    walker_batch_sizes: Sequence[int | None] = (None,),
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Benchmarks the kinetic energy of every case x batch size x method.
+    """Benchmarks the kinetic energy of every case x batch size x method x walker chunk.
 
     Args:
         cases: case names (see `make_case`) or ready `KineticCase`s.
         methods: names from `LAPLACIAN_METHODS`.
         batch_sizes: walkers per batch.
-        repeats: timed calls per method (interleaved across methods).
+        repeats: timed calls per variant (interleaved across methods and walker chunks).
         dtype: floating dtype of parameters and walkers.
-        chunk_size, walker_batch_size: passed to `make_kinetic_energy`.
+        chunk_size: passed to `make_kinetic_energy`.
+        walker_batch_sizes: the `walker_batch_size` settings to run side by side (None: vmap
+            over the whole batch); `best_rows` picks each method's fastest.
         log: receives one line per finished row.
 
     Returns:
-        One dict per row: case, method, batch, compile_s, median_ms, ratio_to_hessian,
-        ratio_to_collapsed, temp_mib, peak_mib (XLA memory analysis), or error.
+        One dict per row: case, method, batch, walker_batch, compile_s, median_ms,
+        ratio_to_hessian, ratio_to_collapsed (at the same walker_batch), temp_mib, peak_mib (XLA
+        memory analysis), or error.
 
     Raises:
         InputError: for an unknown case or method, or repeats < 1.
@@ -192,20 +199,37 @@ def run_kinetic_benchmark(
         raise InputError(
             f"bad methods {unknown} or repeats={repeats}; methods: {valid}, repeats>=1"
         )
-    options = {"chunk_size": chunk_size, "walker_batch_size": walker_batch_size}
+    variants = [(m, w) for w in walker_batch_sizes for m in methods]
     rows = []
     for spec in cases:
         case = make_case(spec, dtype=dtype) if isinstance(spec, str) else spec
         for batch in batch_sizes:
-            for row in _bench_batch(case, methods, batch, repeats, options):
+            for row in _bench_batch(case, variants, batch, repeats, chunk_size):
                 log(format_row(row))
                 rows.append(row)
     return rows
 
 
+def best_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per case, batch and method, the row of its fastest walker chunk, with `ratio_to_best_collapsed`
+    (its time over collapsed's best time) when collapsed ran."""
+    best: dict[tuple, dict[str, Any]] = {}
+    for row in rows:
+        key = (row["case"], row["batch"], row["method"])
+        if "median_ms" in row and (key not in best or row["median_ms"] < best[key]["median_ms"]):
+            best[key] = row
+    out = []
+    for (case, batch, _), row in best.items():
+        ours = best.get((case, batch, "collapsed"))
+        extra = {"ratio_to_best_collapsed": row["median_ms"] / ours["median_ms"]} if ours else {}
+        out.append({**row, **extra})
+    return out
+
+
 def format_row(row: dict[str, Any]) -> str:
     """One human-readable line of a result row."""
-    head = f"{row['case']:>16} B={row['batch']:<4} {row['method']:>9}"
+    walker = row.get("walker_batch")
+    head = f"{row['case']:>16} B={row['batch']:<4} wb={walker or 'all':<4} {row['method']:>16}"
     if "error" in row:
         return f"{head}  failed: {row['error']}"
     ratios = " ".join(f"{k[9:]}={row[k]:.2f}x" for k in row if k.startswith("ratio_to_"))
@@ -218,6 +242,7 @@ def format_row(row: dict[str, Any]) -> str:
 COLUMNS = (
     "case",
     "batch",
+    "walker_batch",
     "method",
     "median_ms",
     "ratio_to_hessian",
@@ -228,16 +253,19 @@ COLUMNS = (
 )
 
 
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+def markdown_table(rows: Sequence[dict[str, Any]], extra_columns: Sequence[str] = ()) -> str:
     """The rows as a markdown table (failed methods show their error in the last column)."""
 
-    def cell(value):
+    def cell(row, column):
+        value = row.get(column, "")
+        if column == "walker_batch":
+            return "all" if value is None else str(value)
         return f"{value:.2f}" if isinstance(value, float) else str(value)
 
-    lines = ["| " + " | ".join((*COLUMNS, "error")) + " |", "|" + "---|" * (len(COLUMNS) + 1)]
+    columns = (*COLUMNS, *extra_columns, "error")
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [cell(row.get(column, "")) for column in COLUMNS] + [row.get("error", "")]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cell(row, column) for column in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -266,15 +294,17 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
+    several = len({r.get("walker_batch") for r in rows}) > 1
+    label = lambda r: (
+        f"{r['method']} wb={r.get('walker_batch') or 'all'}" if several else r["method"]
+    )
     groups = list(dict.fromkeys((r["case"], r["batch"]) for r in rows))
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    methods = list(dict.fromkeys(label(r) for r in rows))
     width = 0.8 / len(methods)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(groups) * len(methods) / 3), 4.5))
     for i, method in enumerate(methods):
         times = {
-            (r["case"], r["batch"]): r.get("median_ms", np.nan)
-            for r in rows
-            if r["method"] == method
+            (r["case"], r["batch"]): r.get("median_ms", np.nan) for r in rows if label(r) == method
         }
         heights = [times.get(group, np.nan) for group in groups]
         ax.bar(np.arange(len(groups)) + i * width, heights, width, label=method)
@@ -297,7 +327,11 @@ def write_results(rows, out_dir: str | Path, *, stem: str, command: str, dtype) 
     meta = {"command": command, "dtype": jnp.dtype(dtype).name, "machine": machine_info()}
     paths["json"].write_text(json.dumps({**meta, "rows": list(rows)}, indent=1) + "\n")
     header = f"Command: `{command}`\n\ndtype {meta['dtype']}; machine: {meta['machine']}\n\n"
-    paths["markdown"].write_text(header + markdown_table(rows))
+    text = header + markdown_table(rows)
+    if len({row.get("walker_batch") for row in rows}) > 1:
+        text += "\nFastest walker chunk of each method:\n\n"
+        text += markdown_table(best_rows(rows), ("ratio_to_best_collapsed",))
+    paths["markdown"].write_text(text)
     if plot(rows, out / f"{stem}.png"):
         paths["png"] = out / f"{stem}.png"
     return paths
@@ -312,6 +346,9 @@ def add_kinetic_arguments(parser: argparse.ArgumentParser) -> None:
     def sizes(text):
         return tuple(int(item) for item in names(text))
 
+    def walker_sizes(text):
+        return tuple(None if item.lower() in ("none", "all") else int(item) for item in names(text))
+
     parser.add_argument("--cases", type=names, default=DEFAULT_CASES, help="comma-separated")
     parser.add_argument(
         "--methods", type=names, default=tuple(LAPLACIAN_METHODS), help="comma-separated"
@@ -320,7 +357,14 @@ def add_kinetic_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per method")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--chunk-size", type=int, help="directions per inner chunk")
-    parser.add_argument("--walker-batch-size", type=int, help="walkers per lax.map chunk")
+    parser.add_argument(
+        "--walker-batch-size",
+        "--walker-batch-sizes",
+        dest="walker_batch_sizes",
+        type=walker_sizes,
+        default=(None,),
+        help="walkers per lax.map chunk; a comma list (e.g. none,64,128) runs each side by side",
+    )
     parser.add_argument("--out", default="benchmarks/results", help="output folder")
     parser.add_argument("--stem", default="kinetic", help="output file name stem")
     parser.add_argument("--quick", action="store_true", help=f"smoke test: {QUICK}")
@@ -338,7 +382,7 @@ def run_kinetic_from_args(args: argparse.Namespace, command: str) -> dict[str, P
         methods=args.methods,
         dtype=dtype,
         chunk_size=args.chunk_size,
-        walker_batch_size=args.walker_batch_size,
+        walker_batch_sizes=args.walker_batch_sizes,
         **settings,
     )
     paths = write_results(rows, args.out, stem=args.stem, command=command, dtype=dtype)
