@@ -41,9 +41,14 @@ def test_gaussian_kinetic_energy():
     np.testing.assert_allclose(kinetic, expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("method", ["collapsed", "loop"])
-def test_walker_chunks_equal_unchunked(method):
-    walkers = _walkers(7, 2, seed=2)
+@pytest.mark.parametrize(
+    "method, electrons",
+    [("collapsed", 2), ("collapsed", 9), ("loop", 2), ("vmap_jvp", 2), ("taylor", 2)],
+)
+def test_walker_chunks_equal_unchunked(method, electrons):
+    # With walker chunks the directions go in one block (chunk_size = D); 9 electrons take the
+    # electron-sparse path of "collapsed".
+    walkers = _walkers(7, electrons, seed=2)
     whole = jax.jit(make_kinetic_energy(_hydrogen_like, method=method))(walkers)
     chunked = make_kinetic_energy(_hydrogen_like, method=method, walker_batch_size=3)
     chunked = jax.jit(chunked)(walkers)

@@ -61,7 +61,8 @@ def make_kinetic_energy(
         method: a name from `vmcjet.laplacian.methods.LAPLACIAN_METHODS`.
         chunk_size: directions per inner chunk, passed to the method.
         walker_batch_size: walkers per chunk of ``lax.map(..., batch_size=...)`` (bounds memory and
-            is often faster on CPU); None evaluates all walkers at once with vmap.
+            is often faster on CPU); None evaluates all walkers at once with vmap. With walker
+            chunks and no `chunk_size`, the method gets chunk_size = D (all directions at once).
 
     Returns:
         walkers (B, n, 3) bohr -> kinetic energies (B,), hartree.
@@ -73,11 +74,16 @@ def make_kinetic_energy(
         raise InputError(
             f"walker_batch_size={walker_batch_size} must be a positive integer or None"
         )
-    local = make_local_kinetic_energy(log_abs_psi, method=method, chunk_size=chunk_size)
+    laplacian_method(method)  # an unknown method fails here, not when traced
 
     def kinetic_energy(walkers: Array) -> Array:
         if walker_batch_size is None:
+            local = make_local_kinetic_energy(log_abs_psi, method=method, chunk_size=chunk_size)
             return jax.vmap(local)(walkers)
+        # The walker chunk already bounds the working set, so unless told otherwise the
+        # directions go in one block (chunk_size = D): blocks would only add per-block work.
+        directions = chunk_size or walkers[0].size
+        local = make_local_kinetic_energy(log_abs_psi, method=method, chunk_size=directions)
         return jax.lax.map(local, walkers, batch_size=walker_batch_size)
 
     return kinetic_energy
