@@ -211,8 +211,8 @@ def run_kinetic_benchmark(
 
 
 def best_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per case, batch and method, the row of its fastest walker chunk, with `ratio_to_best_collapsed`
-    (its time over collapsed's best time) when collapsed ran."""
+    """Per case, batch and method, the row of its fastest walker chunk, with
+    `ratio_to_best_collapsed` (its time over collapsed's best time) when collapsed ran."""
     best: dict[tuple, dict[str, Any]] = {}
     for row in rows:
         key = (row["case"], row["batch"], row["method"])
@@ -307,12 +307,13 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> bool:
             (r["case"], r["batch"]): r.get("median_ms", np.nan) for r in rows if label(r) == method
         }
         heights = [times.get(group, np.nan) for group in groups]
-        ax.bar(np.arange(len(groups)) + i * width, heights, width, label=method)
+        color = plt.cm.tab20(i % 20)
+        ax.bar(np.arange(len(groups)) + i * width, heights, width, label=method, color=color)
     ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2)
     ax.set_xticklabels([f"{case}\nB={batch}" for case, batch in groups], fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("median ms per batch (kinetic energy)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
