@@ -4,10 +4,9 @@ Every factory has the signature ``factory(f, *, chunk_size=None)`` and returns a
 ``x -> (value, gradient, laplacian)`` for a scalar function ``f`` of an array ``x`` of any shape
 (D entries): ``value`` and ``laplacian`` are scalars, ``gradient`` has ``x.shape``.
 
-- ``"collapsed"``: vmcjet's collapsed forward Laplacian (`vmcjet.laplacian.engine`), unless
-  ``chunk_size`` says otherwise in blocks of ``COLLAPSED_CHUNK_SIZE`` directions (in one block for
-  D <= SINGLE_BLOCK_MAX_DIRECTIONS), with electron-wise sparsity
-  (`vmcjet.laplacian.rules_sparse`) for x of shape (n, 3) with n >= SPARSE_MIN_ELECTRONS.
+- ``"collapsed"``: vmcjet's collapsed forward Laplacian (`vmcjet.laplacian.engine`), in blocks of
+  ``COLLAPSED_CHUNK_SIZE`` directions unless ``chunk_size`` says otherwise, with electron-wise
+  sparsity (`vmcjet.laplacian.rules_sparse`) for x of shape (n, 3) with n >= SPARSE_MIN_ELECTRONS.
   ``"collapsed_sparse"`` always uses electron-wise sparsity (x of shape (n, 3)).
 - ``"hessian"``: the trace of the dense ``jax.hessian`` (reverse-over-forward, D x D entries).
 - ``"loop"``: the gradient by reverse mode, linearised once, then a ``lax.fori_loop`` over the D
@@ -143,12 +142,8 @@ def _folx_available() -> bool:
 
 
 # Directions per fori_loop block of "collapsed" when no chunk_size is given: small blocks keep the
-# working set in cache and were the fastest setting on CPU (docs/benchmarks.md)...
+# working set in cache and were the fastest setting on CPU (docs/benchmarks.md).
 COLLAPSED_CHUNK_SIZE = 6
-# ...except for small inputs (up to 7 electrons), where one block of all directions was as fast or
-# faster (batch 64 / 256, FermiNet: LiH D=12 -14% / -19%, B D=15 -27% / +1%, Li2 D=18 -19% / 0%,
-# N D=21 -24% / 0%), while blocks of 6 won at H2O (D=30) and N2 (D=42).
-SINGLE_BLOCK_MAX_DIRECTIONS = 21
 
 
 # "collapsed" uses electron sparsity for electron positions (n, 3) from this many electrons on:
@@ -156,26 +151,23 @@ SINGLE_BLOCK_MAX_DIRECTIONS = 21
 SPARSE_MIN_ELECTRONS = 8
 
 
-def _default_chunk(size: int) -> int:
-    return size if size <= SINGLE_BLOCK_MAX_DIRECTIONS else COLLAPSED_CHUNK_SIZE
-
-
 def _collapsed(f, *, chunk_size=None):
+    chunk = chunk_size or COLLAPSED_CHUNK_SIZE
+    dense = forward_laplacian(f, chunk_size=chunk)
+    sparse = forward_laplacian(f, chunk_size=chunk, electron_sparsity=True)
+
     def apply(x):
         x = jnp.asarray(x)
         electrons = x.ndim == 2 and x.shape[1] == 3 and x.shape[0] >= SPARSE_MIN_ELECTRONS
-        chunk = chunk_size or _default_chunk(x.size)
-        return forward_laplacian(f, chunk_size=chunk, electron_sparsity=electrons)(x)
+        return (sparse if electrons else dense)(x)
 
     return apply
 
 
 def _collapsed_sparse(f, *, chunk_size=None):
-    def apply(x):
-        chunk = chunk_size or _default_chunk(jnp.size(x))
-        return forward_laplacian(f, chunk_size=chunk, electron_sparsity=True)(x)
-
-    return apply
+    return forward_laplacian(
+        f, chunk_size=chunk_size or COLLAPSED_CHUNK_SIZE, electron_sparsity=True
+    )
 
 
 def _folx_sparse(f, *, chunk_size=None):
