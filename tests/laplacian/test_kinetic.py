@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vmcjet.errors import InputError
-from vmcjet.laplacian.kinetic import SINGLE_BLOCK_MAX_ENTRIES, make_kinetic_energy
+from vmcjet.laplacian.kinetic import make_kinetic_energy
 from vmcjet.laplacian.methods import LAPLACIAN_METHODS
 
 
@@ -53,17 +53,6 @@ def test_walker_chunks_equal_unchunked(method, electrons):
     chunked = make_kinetic_energy(_hydrogen_like, method=method, walker_batch_size=3)
     chunked = jax.jit(chunked)(walkers)
     np.testing.assert_allclose(chunked, whole, rtol=1e-13)
-
-
-def test_small_and_large_batches_agree():
-    # A small batch pushes all D = 9 directions in one block; a large one uses collapsed's own
-    # blocks of 6.
-    w = jnp.arange(1.0, 10.0).reshape(3, 3) / 9
-    f = lambda r: jnp.sum(jnp.tanh(r @ w) ** 2) - r[0, 0] * r[1, 2] * r[2, 1]
-    large = SINGLE_BLOCK_MAX_ENTRIES // 9 + 1
-    walkers = _walkers(large, 3, seed=3)
-    kinetic = jax.jit(make_kinetic_energy(f))
-    np.testing.assert_allclose(kinetic(walkers[:4]), kinetic(walkers)[:4], rtol=1e-12)
 
 
 def test_bad_arguments_are_input_errors():

@@ -47,12 +47,6 @@ def make_local_kinetic_energy(
     return local_kinetic_energy
 
 
-# A whole batch with at most this many walkers x directions (B x D) is small enough to push all
-# directions in one block: measured 8-17% faster than the method's default blocks for LiH at
-# B = 64 and 128 (FermiNet and Psiformer), 10-19% slower for N2 at B = 64 (B x D = 2688).
-SINGLE_BLOCK_MAX_ENTRIES = 1536
-
-
 def make_kinetic_energy(
     log_abs_psi: Callable[[Array], Array],
     *,
@@ -68,8 +62,7 @@ def make_kinetic_energy(
         chunk_size: directions per inner chunk, passed to the method.
         walker_batch_size: walkers per chunk of ``lax.map(..., batch_size=...)`` (bounds memory and
             is often faster on CPU); None evaluates all walkers at once with vmap. With walker
-            chunks, or a whole batch of at most SINGLE_BLOCK_MAX_ENTRIES walkers x directions,
-            and no `chunk_size`, the method gets chunk_size = D (all directions at once).
+            chunks and no `chunk_size`, the method gets chunk_size = D (all directions at once).
 
     Returns:
         walkers (B, n, 3) bohr -> kinetic energies (B,), hartree.
@@ -84,15 +77,13 @@ def make_kinetic_energy(
     laplacian_method(method)  # an unknown method fails here, not when traced
 
     def kinetic_energy(walkers: Array) -> Array:
-        size = walkers[0].size  # D, the directions per walker
         if walker_batch_size is None:
-            small = walkers.shape[0] * size <= SINGLE_BLOCK_MAX_ENTRIES
-            directions = chunk_size or (size if small else None)
-            local = make_local_kinetic_energy(log_abs_psi, method=method, chunk_size=directions)
+            local = make_local_kinetic_energy(log_abs_psi, method=method, chunk_size=chunk_size)
             return jax.vmap(local)(walkers)
         # The walker chunk already bounds the working set, so unless told otherwise the
         # directions go in one block (chunk_size = D): blocks would only add per-block work.
-        local = make_local_kinetic_energy(log_abs_psi, method=method, chunk_size=chunk_size or size)
+        directions = chunk_size or walkers[0].size
+        local = make_local_kinetic_energy(log_abs_psi, method=method, chunk_size=directions)
         return jax.lax.map(local, walkers, batch_size=walker_batch_size)
 
     return kinetic_energy
