@@ -17,7 +17,7 @@ import jax
 from vmcjet import optim
 from vmcjet.config import Config
 from vmcjet.session import initial_state, open_session, run_molecule
-from vmcjet.train import log_abs_psi_fn, make_sampler_and_local_energy
+from vmcjet.train import make_sampler_and_local_energy, per_walker_gradients
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -33,7 +33,7 @@ def step_parts(config: Config) -> dict[str, Callable[[], Any]]:
     state = initial_state(session, template_only=True)
     sample, local_energy = make_sampler_and_local_energy(session.wavefunction, molecule, config)
     optimiser = optim.make_optimiser(config.optim)
-    grads = jax.vmap(jax.grad(log_abs_psi_fn(session.wavefunction)), in_axes=(None, 0))
+    grads = per_walker_gradients(session.wavefunction)
 
     def update(params, opt_state, walkers, energies):
         residuals = energies - energies.mean()

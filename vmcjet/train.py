@@ -62,6 +62,11 @@ def log_abs_psi_fn(wavefunction: Wavefunction) -> Callable[[Params, jax.Array], 
     return lambda params, electrons: wavefunction.apply(params, electrons)[1]
 
 
+def per_walker_gradients(wavefunction: Wavefunction) -> Callable[[Params, jax.Array], Params]:
+    """(params, walkers (B, n, 3)) -> d log|psi| / d params, with a leading B on each leaf."""
+    return jax.vmap(jax.grad(log_abs_psi_fn(wavefunction)), in_axes=(None, 0))
+
+
 def masked_moments(values: jax.Array, finite: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Mean and variance of `values` (B,) over the entries where `finite` (B,) is True."""
     count = jnp.maximum(jnp.sum(finite.astype(values.dtype)), 1.0)
@@ -116,10 +121,9 @@ def make_train_step(
     wavefunction: Wavefunction, molecule: Molecule, config: Config
 ) -> Callable[..., tuple[TrainState, StepStats]]:
     """Returns `step(state, *, root_key) -> (state, stats)`, pure and jittable."""
-    log_psi = log_abs_psi_fn(wavefunction)
     sample, local_energy = make_sampler_and_local_energy(wavefunction, molecule, config)
     optimiser = optim.make_optimiser(config.optim)
-    per_walker_grads = jax.vmap(jax.grad(log_psi), in_axes=(None, 0))
+    per_walker_grads = per_walker_gradients(wavefunction)
 
     def step(state: TrainState, *, root_key: jax.Array) -> tuple[TrainState, StepStats]:
         key = jax.random.fold_in(root_key, state.step)
