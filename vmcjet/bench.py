@@ -136,8 +136,12 @@ def _bench_batch(case, variants, batch, repeats, chunk_size) -> list[dict[str, A
     rows, compiled = {}, {}
     for method, walker_batch in variants:
         key = (method, walker_batch)
-        rows[key] = {"case": case.name, "method": method, "batch": batch}
-        rows[key]["walker_batch"] = walker_batch
+        rows[key] = {
+            "case": case.name,
+            "method": method,
+            "batch": batch,
+            "walker_batch": walker_batch,
+        }
         options = {"chunk_size": chunk_size, "walker_batch_size": walker_batch}
         try:
             compiled[key], stats = _compile(case, method, walkers, options)
@@ -226,6 +230,10 @@ def best_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _several_walker_chunks(rows: Sequence[dict[str, Any]]) -> bool:
+    return len({row.get("walker_batch") for row in rows}) > 1
+
+
 def format_row(row: dict[str, Any]) -> str:
     """One human-readable line of a result row."""
     walker = row.get("walker_batch")
@@ -294,7 +302,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    several = len({r.get("walker_batch") for r in rows}) > 1
+    several = _several_walker_chunks(rows)
     label = lambda r: (
         f"{r['method']} wb={r.get('walker_batch') or 'all'}" if several else r["method"]
     )
@@ -329,7 +337,7 @@ def write_results(rows, out_dir: str | Path, *, stem: str, command: str, dtype) 
     paths["json"].write_text(json.dumps({**meta, "rows": list(rows)}, indent=1) + "\n")
     header = f"Command: `{command}`\n\ndtype {meta['dtype']}; machine: {meta['machine']}\n\n"
     text = header + markdown_table(rows)
-    if len({row.get("walker_batch") for row in rows}) > 1:
+    if _several_walker_chunks(rows):
         text += "\nFastest walker chunk of each method:\n\n"
         text += markdown_table(best_rows(rows), ("ratio_to_best_collapsed",))
     paths["markdown"].write_text(text)
