@@ -13,7 +13,6 @@ Splitting the primal stage from `push` lets chunked evaluation compute every pri
 
 import warnings
 from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,16 +50,6 @@ def add_second(stack: jax.Array, extra: jax.Array) -> jax.Array:
     lower to a scatter, slow on CPU.
     """
     return jnp.concatenate([stack[:-1], (stack[-1] + extra)[None]])
-
-
-class Rows(NamedTuple):
-    """Lazy stack held as its first-order rows (K,) + s and its second-order row s."""
-
-    first: jax.Array
-    second: jax.Array
-
-    def materialize(self) -> jax.Array:
-        return jnp.concatenate([self.first, self.second[None]])
 
 
 def materialize(stack):
@@ -111,12 +100,6 @@ def zeros_stack(rows: int, like: jax.Array) -> jax.Array:
 
 def scale(stack, d1: jax.Array, d2: jax.Array | float | None):
     """The elementwise chain rule: rows * f'(x), plus f''(x) * sum_k J_k^2 on the second row."""
-    if isinstance(stack, Rows):
-        first = full(d1, stack.second.shape) * stack.first
-        second = d1 * stack.second
-        if d2 is not None:
-            second = second + d2 * jnp.sum(stack.first * stack.first, axis=0)
-        return Rows(first, second)
     stack = stack if isinstance(stack, Sparse) else materialize(stack)
     rows = _rows(stack)
     out = full(d1, rows.shape[1:]) * rows
@@ -202,35 +185,11 @@ def register_zero(primitive: Primitive) -> None:
     RULES[primitive] = rule
 
 
-def _rows_pair(ta, tb, shape):
-    """For Rows (or zero) stacks of the output shape: a combiner keeping them as Rows."""
-    stacks = [ta, tb]
-    if not any(isinstance(t, Rows) for t in stacks):
-        return None
-    if not all(t is None or (isinstance(t, Rows) and t.second.shape == shape) for t in stacks):
-        return None
-
-    def combine(op):
-        zero = lambda t: Rows(jnp.zeros_like(t.first), jnp.zeros_like(t.second))
-        ref = ta if ta is not None else tb
-        a, b = (zero(ref) if t is None else t for t in stacks)
-        if tb is None:
-            return ta
-        if ta is None:
-            return Rows(op(0, b.first), op(0, b.second))
-        return Rows(op(a.first, b.first), op(a.second, b.second))
-
-    return combine
-
-
 @lazy
 def _add(a, b):
     out = lax.add(a, b)
 
     def push(ta, tb):
-        both = _rows_pair(ta, tb, out.shape)
-        if both is not None:
-            return both(lambda u, v: u + v)
         ta, tb = unify([ta, tb], out.shape)
         if ta is None or tb is None:
             return ta if tb is None else tb
@@ -244,9 +203,6 @@ def _sub(a, b):
     out = lax.sub(a, b)
 
     def push(ta, tb):
-        both = _rows_pair(ta, tb, out.shape)
-        if both is not None:
-            return both(lambda u, v: u - v)
         ta, tb = unify([ta, tb], out.shape)
         if tb is None:
             return ta
