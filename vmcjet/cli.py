@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from vmcjet import config as config_lib
+from vmcjet.allocator import retain_freed_memory
 from vmcjet.config import Config
 from vmcjet.errors import InputError, VmcjetError
 from vmcjet.molecule import (
@@ -229,6 +230,7 @@ def format_molecule(molecule: Molecule) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `vmcjet` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    retain_freed_memory()
     try:
         args = build_parser().parse_args(argv)
         if args.command == "molecules":
