@@ -18,8 +18,14 @@ import os
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 THRESHOLD_BYTES = 1 << 30
-# Set by a user who tunes glibc's allocator themselves: their choice wins.
-USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+# Set by a user who tunes glibc's allocator themselves, or who keeps its defaults with
+# VMCJET_SYSTEM_MALLOC=1: their choice wins.
+USER_SETTINGS = (
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "GLIBC_TUNABLES",
+    "VMCJET_SYSTEM_MALLOC",
+)
 
 
 def retain_freed_memory() -> bool:
