@@ -22,6 +22,8 @@ libc.mallinfo2.restype = Info
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = (ctypes.c_size_t,)
 block = libc.malloc(64 << 20)
+from vmcjet.allocator import freed_memory_retained
+assert freed_memory_retained() == retained
 print(retained, libc.mallinfo2().hblkhd)
 """
 

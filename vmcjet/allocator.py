@@ -26,6 +26,7 @@ USER_SETTINGS = (
     "GLIBC_TUNABLES",
     "VMCJET_SYSTEM_MALLOC",
 )
+_retained = False  # whether retain_freed_memory() changed this process's allocator
 
 
 def retain_freed_memory() -> bool:
@@ -42,6 +43,13 @@ def retain_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    return bool(mallopt(_M_MMAP_THRESHOLD, THRESHOLD_BYTES)) and bool(
+    global _retained
+    _retained = bool(mallopt(_M_MMAP_THRESHOLD, THRESHOLD_BYTES)) and bool(
         mallopt(_M_TRIM_THRESHOLD, THRESHOLD_BYTES)
     )
+    return _retained
+
+
+def freed_memory_retained() -> bool:
+    """Whether `retain_freed_memory` changed this process's allocator (recorded by benchmarks)."""
+    return _retained

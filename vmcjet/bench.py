@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vmcjet.allocator import freed_memory_retained
 from vmcjet.config import FermiNetConfig, NetworkConfig, PsiformerConfig
 from vmcjet.errors import InputError
 from vmcjet.laplacian.kinetic import make_kinetic_energy
@@ -290,6 +291,8 @@ def machine_info() -> dict[str, Any]:
         "jax": jax.__version__,
         "backend": jax.default_backend(),
         "devices": len(jax.devices()),
+        # glibc defaults page-fault large temporaries afresh on every call (vmcjet.allocator)
+        "freed_memory_retained": freed_memory_retained(),
     }
 
 
