@@ -180,3 +180,25 @@ def test_bad_input_raises():
         forward_laplacian(jnp.sum, directions=jnp.ones((2, 5)))(X)
     with pytest.raises(InputError, match="floating"):
         forward_laplacian(jnp.sum)(jnp.ones(3, dtype=jnp.int32))
+
+
+def test_mlp_keeps_laplacian_row_apart_and_matches_the_dense_stack():
+    """A tanh MLP of x (products, bias sums, tanh, difference) keeps the seed's `Rows` (the
+    Laplacian row never joins the first-order rows), with the same numbers as a dense seed."""
+    from vmcjet.laplacian.engine import linearize_jaxpr
+
+    w2 = jnp.linspace(-0.7, 0.9, 20).reshape(4, 5)
+
+    def mlp(x):
+        hidden = jnp.tanh(x @ W + 0.1)
+        return jnp.tanh(hidden @ w2) - 0.5 * hidden @ w2
+
+    x = X[0]
+    closed = jax.make_jaxpr(mlp)(x)
+    _, _, push = linearize_jaxpr(closed.jaxpr, closed.consts, [x], [True], dense_outputs=False)
+    eye, zero = jnp.eye(3), jnp.zeros(3)
+    (kept,) = push([rules.Rows(eye, zero)])
+    (dense,) = push([jnp.concatenate([eye, zero[None]])])
+    assert isinstance(kept, rules.Rows)
+    np.testing.assert_allclose(kept.materialize(), dense, rtol=1e-12, atol=1e-12)
+    assert_matches(mlp, x)

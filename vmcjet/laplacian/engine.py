@@ -19,7 +19,7 @@ from jax import lax
 from vmcjet.errors import InputError
 from vmcjet.laplacian import rules_sparse
 from vmcjet.laplacian._jax_internals import Jaxpr, Literal, bind_equation
-from vmcjet.laplacian.rules import RULES, fallback_rule, materialize
+from vmcjet.laplacian.rules import RULES, Rows, fallback_rule, materialize
 
 Triple = tuple[jax.Array, jax.Array, jax.Array]
 
@@ -87,10 +87,10 @@ def linearize_jaxpr(
     return [read(v) for v in jaxpr.outvars], out_dependent, push
 
 
-def _seed(directions: jax.Array) -> jax.Array:
-    """Input stack: the directions as first-order rows and a zero second-order row."""
-    zero = jnp.zeros((1,) + directions.shape[1:], directions.dtype)
-    return jnp.concatenate([directions, zero])
+def _seed(directions: jax.Array) -> Rows:
+    """Input stack: the directions as first-order rows and a zero second-order row, held apart
+    (`Rows`) until a rule without Rows support materialises them."""
+    return Rows(directions, jnp.zeros(directions.shape[1:], directions.dtype))
 
 
 def _split(stack, value: jax.Array, rows: int) -> tuple[jax.Array, jax.Array]:

@@ -13,6 +13,7 @@ Splitting the primal stage from `push` lets chunked evaluation compute every pri
 
 import warnings
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +51,23 @@ def add_second(stack: jax.Array, extra: jax.Array) -> jax.Array:
     lower to a scatter, slow on CPU.
     """
     return jnp.concatenate([stack[:-1], (stack[-1] + extra)[None]])
+
+
+class Rows(NamedTuple):
+    """A stack held as two arrays: its first-order rows (K,) + s and its second-order row s.
+
+    The seed of every push is `Rows`; products with a constant (dot_general and mul), sums and
+    elementwise rules keep it, every other rule materialises it. A product then never has the
+    Laplacian row in the same array as the K first-order rows, so XLA need not keep input and
+    output of both at once: the widest temporaries of an MLP of x shrink by one row in K + 1
+    (docs/benchmarks.md).
+    """
+
+    first: jax.Array
+    second: jax.Array
+
+    def materialize(self) -> jax.Array:
+        return jnp.concatenate([self.first, self.second[None]])
 
 
 def materialize(stack):
@@ -100,6 +118,12 @@ def zeros_stack(rows: int, like: jax.Array) -> jax.Array:
 
 def scale(stack, d1: jax.Array, d2: jax.Array | float | None):
     """The elementwise chain rule: rows * f'(x), plus f''(x) * sum_k J_k^2 on the second row."""
+    if isinstance(stack, Rows):
+        first = full(d1, stack.second.shape) * stack.first
+        second = d1 * stack.second
+        if d2 is not None:
+            second = second + d2 * jnp.sum(stack.first * stack.first, axis=0)
+        return Rows(first, second)
     stack = stack if isinstance(stack, Sparse) else materialize(stack)
     rows = _rows(stack)
     out = full(d1, rows.shape[1:]) * rows
@@ -110,6 +134,9 @@ def product(a: jax.Array, b: jax.Array, ta, tb, shape: tuple[int, ...]):
     """Stack of a * b (elementwise): b J_a + a J_b, plus the cross term 2 sum_k J_a,k J_b,k."""
     if ta is None and tb is None:
         return None
+    for t, other, factor in ((ta, tb, b), (tb, ta, a)):
+        if isinstance(t, Rows) and other is None and t.second.shape == shape:
+            return Rows(full(factor, shape) * t.first, jnp.broadcast_to(factor, shape) * t.second)
     ta, tb = unify([ta, tb], shape)
     if tb is None:
         return _wrap(ta, full(b, shape) * _rows(ta))
@@ -185,11 +212,28 @@ def register_zero(primitive: Primitive) -> None:
     RULES[primitive] = rule
 
 
+def _rows_sum(ta, tb, sign: int, shape: tuple[int, ...]):
+    """ta + sign * tb kept as `Rows` when both are Rows (or zero) of the output's shape, else
+    None (then the dense path handles them)."""
+    stacks = (ta, tb)
+    if not any(isinstance(t, Rows) for t in stacks) or not all(
+        t is None or (isinstance(t, Rows) and t.second.shape == shape) for t in stacks
+    ):
+        return None
+    if tb is None:
+        return ta
+    signed = tb if sign > 0 else Rows(-tb.first, -tb.second)
+    return signed if ta is None else Rows(ta.first + signed.first, ta.second + signed.second)
+
+
 @lazy
 def _add(a, b):
     out = lax.add(a, b)
 
     def push(ta, tb):
+        rows = _rows_sum(ta, tb, 1, out.shape)
+        if rows is not None:
+            return rows
         ta, tb = unify([ta, tb], out.shape)
         if ta is None or tb is None:
             return ta if tb is None else tb
@@ -203,6 +247,9 @@ def _sub(a, b):
     out = lax.sub(a, b)
 
     def push(ta, tb):
+        rows = _rows_sum(ta, tb, -1, out.shape)
+        if rows is not None:
+            return rows
         ta, tb = unify([ta, tb], out.shape)
         if tb is None:
             return ta

@@ -22,7 +22,7 @@ from jax import lax
 
 from vmcjet.laplacian import rules_sparse
 from vmcjet.laplacian._jax_internals import prims
-from vmcjet.laplacian.rules import RULES, add_second, materialize, zeros_stack
+from vmcjet.laplacian.rules import RULES, Rows, add_second, materialize, zeros_stack
 from vmcjet.laplacian.rules_sparse import Sparse
 
 
@@ -140,6 +140,9 @@ def _dot_lhs_stack(t, const, params):
         result = _dot_broadcast(t, const, params)
         if result is not None:
             return result
+    if isinstance(t, Rows):
+        first = jax.vmap(lambda s: _dot(s, const, params))(t.first)
+        return Rows(first, _dot(t.second, const, params))
     if isinstance(t, Sparse):
         result = rules_sparse.dot_constant(t, const, params, lambda r, c: _dot(r, c, params))
         if result is not None:
