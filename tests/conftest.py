@@ -1,11 +1,14 @@
 """Strict JAX settings for every test (as equinox does): float64 available, strict dtype
 promotion, rank promotion raises, and 2 fake CPU devices for the multi-device tests. A persistent
-compilation cache, fresh for each session, lets the many small runs share their compiled steps."""
+compilation cache, fresh for each session, lets the many small runs share their compiled steps.
+Tests that call the `vmcjet` command in this process keep glibc's allocator defaults
+(VMCJET_SYSTEM_MALLOC), so the order of the tests does not change the process's malloc."""
 
 import os
 import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+os.environ.setdefault("VMCJET_SYSTEM_MALLOC", "1")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

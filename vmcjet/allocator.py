@@ -4,25 +4,32 @@ XLA on CPU allocates an executable's temporary buffer with malloc on every call 
 glibc serves a request above its mmap threshold (dynamic, at most 32 MiB by default) with fresh
 pages from mmap and unmaps them on free, so every such call then page-faults once per 4 KiB page it
 touches: about 1 ms per 4 MiB here, 30% of a LiH training step and 40% of folx's kinetic energy at
-LiH batch 256 (docs/benchmarks.md). Raising glibc's mmap and trim thresholds keeps freed memory in
-the heap for the next call. The setting is process-wide, so only the `vmcjet` command applies it,
-never an import of the package.
+LiH batch 256 (docs/benchmarks.md). Three settings keep freed memory in the heap for the next call:
+the mmap and trim thresholds at 1 GiB, and one malloc arena for all threads (XLA allocates from its
+worker threads, whose own arenas hold at most 64 MiB per heap and mmap anything larger). The
+settings are process-wide, so only the `vmcjet` command applies them, never an import of the
+package, and before JAX starts its threads.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import sys
 
 # mallopt parameters from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 THRESHOLD_BYTES = 1 << 30
+# Older glibc (2.26 and before) refuses mmap thresholds above half its 64 MiB arena heap.
+_FALLBACK_THRESHOLD_BYTES = 32 << 20
 # Set by a user who tunes glibc's allocator themselves, or who keeps its defaults with
 # VMCJET_SYSTEM_MALLOC=1: their choice wins.
 USER_SETTINGS = (
     "MALLOC_MMAP_THRESHOLD_",
     "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_ARENA_MAX",
     "GLIBC_TUNABLES",
     "VMCJET_SYSTEM_MALLOC",
 )
@@ -30,22 +37,27 @@ _retained = False  # whether retain_freed_memory() changed this process's alloca
 
 
 def retain_freed_memory() -> bool:
-    """Raises glibc's mmap and trim thresholds to `THRESHOLD_BYTES` (1 GiB).
+    """Keeps freed memory in glibc's heap: one arena, mmap and trim thresholds at 1 GiB.
 
     Returns:
-        True when both thresholds were set; False without glibc's `mallopt` (macOS, musl) or
+        True when the settings were made; False off Linux, without glibc's `mallopt` (musl) or
         when any of `USER_SETTINGS` is in the environment (then nothing is changed).
     """
-    if any(name in os.environ for name in USER_SETTINGS):
+    global _retained
+    if not sys.platform.startswith("linux") or any(name in os.environ for name in USER_SETTINGS):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    global _retained
-    _retained = bool(mallopt(_M_MMAP_THRESHOLD, THRESHOLD_BYTES)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, THRESHOLD_BYTES)
+    threshold_set = any(
+        mallopt(_M_MMAP_THRESHOLD, size) for size in (THRESHOLD_BYTES, _FALLBACK_THRESHOLD_BYTES)
+    )
+    _retained = (
+        threshold_set
+        and bool(mallopt(_M_TRIM_THRESHOLD, THRESHOLD_BYTES))
+        and bool(mallopt(_M_ARENA_MAX, 1))
     )
     return _retained
 

@@ -10,6 +10,7 @@ from jax import lax
 
 from vmcjet.errors import InputError
 from vmcjet.laplacian import forward_laplacian, rules
+from vmcjet.laplacian.engine import linearize_jaxpr
 
 X = jnp.linspace(0.15, 0.95, 6).reshape(2, 3)
 W = jnp.linspace(-1.0, 1.0, 12).reshape(3, 4)
@@ -183,15 +184,14 @@ def test_bad_input_raises():
 
 
 def test_mlp_keeps_laplacian_row_apart_and_matches_the_dense_stack():
-    """A tanh MLP of x (products, bias sums, tanh, difference) keeps the seed's `Rows` (the
-    Laplacian row never joins the first-order rows), with the same numbers as a dense seed."""
-    from vmcjet.laplacian.engine import linearize_jaxpr
-
+    """A tanh MLP of x (x @ W and W @ x products, bias sums, scalings, negation, difference)
+    keeps the seed's `Rows` (the Laplacian row never joins the first-order rows), with the same
+    numbers as a dense seed."""
     w2 = jnp.linspace(-0.7, 0.9, 20).reshape(4, 5)
 
     def mlp(x):
         hidden = jnp.tanh(x @ W + 0.1)
-        return jnp.tanh(hidden @ w2) - 0.5 * hidden @ w2
+        return -jnp.tanh(w2.T @ hidden) / 2.0 - 0.5 * hidden @ w2
 
     x = X[0]
     closed = jax.make_jaxpr(mlp)(x)

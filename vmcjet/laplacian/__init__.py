@@ -23,8 +23,9 @@ coefficient suffices, given the K first-order ones. The propagation rules
 - linear maps A (add, reshape, slicing, gathers, reductions, dot_general with a constant operand):
   J_k -> A J_k and L -> A L, applied once to the K + 1 rows (the last row of a stack is L, so a
   constant matmul is a single matmul over K + 1 stacked rows); from the input through products
-  with constants, sums and elementwise maps (an MLP of x) L stays a separate array (`rules.Rows`)
-  so that no product holds the L row of its input and output at once; broadcast and concatenate stay
+  with constant matrices, sums, scalings and elementwise maps (an MLP of x) L stays a separate
+  array (`rules.Rows`), so no product holds the L row of its input and output at once; broadcast
+  and concatenate stay
   lazy so that concat([h, broadcast(mean), g]) @ W splits W, multiplies the mean before
   broadcasting and sends the dense pieces [h, g] through one product (`rules_dot.py`);
 - elementwise g: J_k -> g'(p) J_k, L -> g'(p) L + g''(p) sum_k J_k^2;

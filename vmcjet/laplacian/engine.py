@@ -50,7 +50,8 @@ def linearize_jaxpr(
 
     Returns:
         (out_primals, out_dependent, push) where `push(in_stacks) -> out_stacks` maps one stack of
-        shape (K + 1,) + invar shape (or None) per invar to one stack (or None) per outvar.
+        shape (K + 1,) + invar shape (or None, or a lazy stack such as `rules.Rows`) per invar to
+        one stack (or None) per outvar.
     """
     env, depends, steps = {}, set(), []
     read = lambda v: v.val if isinstance(v, Literal) else env[v]

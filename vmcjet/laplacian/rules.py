@@ -56,11 +56,12 @@ def add_second(stack: jax.Array, extra: jax.Array) -> jax.Array:
 class Rows(NamedTuple):
     """A stack held as two arrays: its first-order rows (K,) + s and its second-order row s.
 
-    The seed of every push is `Rows`; products with a constant (dot_general and mul), sums and
-    elementwise rules keep it, every other rule materialises it. A product then never has the
-    Laplacian row in the same array as the K first-order rows, so XLA need not keep input and
-    output of both at once: the widest temporaries of an MLP of x shrink by one row in K + 1
-    (docs/benchmarks.md).
+    The dense seed of a push is `Rows` (the sparse one is `Sparse`). These rules keep it: products
+    with a constant matrix on either side, sums and differences, negation, multiplication and
+    division by a constant, and elementwise functions; every other rule materialises it. Through
+    an MLP of x the Laplacian row then never shares an array with the K first-order rows, so XLA
+    need not hold it in both a product's input and output: the widest temporaries shrink by one
+    row in K + 1 (docs/benchmarks.md).
     """
 
     first: jax.Array
@@ -149,7 +150,7 @@ def product(a: jax.Array, b: jax.Array, ta, tb, shape: tuple[int, ...]):
 def single(rule1: Callable, lazy: bool = False) -> Callable:
     """Adapts `rule1(*primals, **params) -> (out, push1(*stacks))` to the list-based interface.
 
-    With `lazy`, the push also receives lazy stacks (Sparse, rules_dot's Broadcast/Concat).
+    With `lazy`, the push also receives lazy stacks (Rows, Sparse, rules_dot's Broadcast/Concat).
     """
 
     def rule(primals, dependent, **params):
@@ -275,7 +276,9 @@ def _div(a, b):
 
     def push(ta, tb):
         if tb is None:
-            return scale(unify([ta], out.shape)[0], jnp.broadcast_to(inv, out.shape), None)
+            keep = isinstance(ta, Rows) and ta.second.shape == out.shape
+            ta = ta if keep else unify([ta], out.shape)[0]
+            return scale(ta, jnp.broadcast_to(inv, out.shape), None)
         t_inv = scale(tb, -inv * inv, 2 * inv * inv * inv)
         return product(a, inv, ta, t_inv, out.shape)
 

@@ -159,6 +159,9 @@ def _dot_general_rule(primals, dependent, **params):
         ta, tb = stacks
         if tb is None:
             return [_dot_lhs_stack(ta, b, params)]
+        if ta is None and isinstance(tb, Rows):
+            first = jax.vmap(lambda s: _dot(a, s, params))(tb.first)
+            return [Rows(first, _dot(a, tb.second, params))]
         tb = materialize(tb)
         from_b = jax.vmap(lambda s: _dot(a, s, params))(tb)
         if ta is None:
@@ -211,7 +214,11 @@ def _sparse_reduce_sum(s, params):
 
 _with_sparse(prims.reduce_sum_p, _sparse_reduce_sum, (Sparse, rules_sparse.ElectronSlice))
 _with_sparse(prims.slice_p, rules_sparse.electron_slice)
-_with_sparse(prims.neg_p, lambda s, p: s.with_rows(-s.rows))
+_with_sparse(
+    prims.neg_p,
+    lambda s, p: Rows(-s.first, -s.second) if isinstance(s, Rows) else s.with_rows(-s.rows),
+    (Sparse, Rows),
+)
 _with_sparse(
     prims.reshape_p,
     lambda s, p: None if p["dimensions"] else rules_sparse.reshape(s, tuple(p["new_sizes"])),
