@@ -4,11 +4,12 @@ XLA on CPU allocates an executable's temporary buffer with malloc on every call 
 glibc serves a request above its mmap threshold (dynamic, at most 32 MiB by default) with fresh
 pages from mmap and unmaps them on free, so every such call then page-faults once per 4 KiB page it
 touches: about 1 ms per 4 MiB here, 30% of a LiH training step and 40% of folx's kinetic energy at
-LiH batch 256 (docs/benchmarks.md). Three settings keep freed memory in the heap for the next call:
-the mmap and trim thresholds at 1 GiB, and one malloc arena for all threads (XLA allocates from its
-worker threads, whose own arenas hold at most 64 MiB per heap and mmap anything larger). The
-settings are process-wide, so only the `vmcjet` command applies them, never an import of the
-package, and before JAX starts its threads.
+LiH batch 256 (docs/benchmarks.md). Raising glibc's mmap and trim thresholds to 1 GiB keeps freed
+memory in the heap for the next call. Limit: XLA allocates from its worker threads, whose malloc
+arenas hold at most 64 MiB per heap and still mmap larger blocks; a single arena for all threads
+would cover those too, but its lock made a LiH training step 20% slower (34 vs 28 ms) and an N2
+step no faster, so it is not set. The setting is process-wide, so only the `vmcjet` command applies
+it, never an import of the package.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import sys
 # mallopt parameters from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_M_ARENA_MAX = -8
 THRESHOLD_BYTES = 1 << 30
 # Older glibc (2.26 and before) refuses mmap thresholds above half its 64 MiB arena heap.
 _FALLBACK_THRESHOLD_BYTES = 32 << 20
@@ -29,7 +29,6 @@ _FALLBACK_THRESHOLD_BYTES = 32 << 20
 USER_SETTINGS = (
     "MALLOC_MMAP_THRESHOLD_",
     "MALLOC_TRIM_THRESHOLD_",
-    "MALLOC_ARENA_MAX",
     "GLIBC_TUNABLES",
     "VMCJET_SYSTEM_MALLOC",
 )
@@ -37,7 +36,7 @@ _retained = False  # whether retain_freed_memory() changed this process's alloca
 
 
 def retain_freed_memory() -> bool:
-    """Keeps freed memory in glibc's heap: one arena, mmap and trim thresholds at 1 GiB.
+    """Keeps freed memory in glibc's heap: mmap and trim thresholds at 1 GiB.
 
     Returns:
         True when the settings were made; False off Linux, without glibc's `mallopt` (musl) or
@@ -54,11 +53,7 @@ def retain_freed_memory() -> bool:
     threshold_set = any(
         mallopt(_M_MMAP_THRESHOLD, size) for size in (THRESHOLD_BYTES, _FALLBACK_THRESHOLD_BYTES)
     )
-    _retained = (
-        threshold_set
-        and bool(mallopt(_M_TRIM_THRESHOLD, THRESHOLD_BYTES))
-        and bool(mallopt(_M_ARENA_MAX, 1))
-    )
+    _retained = threshold_set and bool(mallopt(_M_TRIM_THRESHOLD, THRESHOLD_BYTES))
     return _retained
 
 
