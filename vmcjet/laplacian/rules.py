@@ -70,6 +70,16 @@ class Rows(NamedTuple):
     def materialize(self) -> jax.Array:
         return jnp.concatenate([self.first, self.second[None]])
 
+    def map(self, linear: Callable[[jax.Array], jax.Array]) -> "Rows":
+        """The stack of `linear` applied to the array: `linear` on every row (a linear map acts
+        on first- and second-order coefficients alike)."""
+        return Rows(jax.vmap(linear)(self.first), linear(self.second))
+
+
+def rows_of_shape(stack, shape: tuple[int, ...]) -> bool:
+    """Whether `stack` is `Rows` for an array of `shape` (so an elementwise rule can keep it)."""
+    return isinstance(stack, Rows) and stack.second.shape == shape
+
 
 def materialize(stack):
     """Lazy stacks (see `rules_dot`) become arrays; arrays and None pass through.
@@ -120,11 +130,10 @@ def zeros_stack(rows: int, like: jax.Array) -> jax.Array:
 def scale(stack, d1: jax.Array, d2: jax.Array | float | None):
     """The elementwise chain rule: rows * f'(x), plus f''(x) * sum_k J_k^2 on the second row."""
     if isinstance(stack, Rows):
-        first = full(d1, stack.second.shape) * stack.first
-        second = d1 * stack.second
-        if d2 is not None:
-            second = second + d2 * jnp.sum(stack.first * stack.first, axis=0)
-        return Rows(first, second)
+        out = stack.map(lambda row: jnp.broadcast_to(d1, row.shape) * row)
+        if d2 is None:
+            return out
+        return Rows(out.first, out.second + d2 * jnp.sum(stack.first * stack.first, axis=0))
     stack = stack if isinstance(stack, Sparse) else materialize(stack)
     rows = _rows(stack)
     out = full(d1, rows.shape[1:]) * rows
@@ -135,9 +144,10 @@ def product(a: jax.Array, b: jax.Array, ta, tb, shape: tuple[int, ...]):
     """Stack of a * b (elementwise): b J_a + a J_b, plus the cross term 2 sum_k J_a,k J_b,k."""
     if ta is None and tb is None:
         return None
-    for t, other, factor in ((ta, tb, b), (tb, ta, a)):
-        if isinstance(t, Rows) and other is None and t.second.shape == shape:
-            return Rows(full(factor, shape) * t.first, jnp.broadcast_to(factor, shape) * t.second)
+    t, factor = (ta, b) if tb is None else (tb, a)
+    if (ta is None or tb is None) and rows_of_shape(t, shape):
+        wide = jnp.broadcast_to(factor, shape)
+        return t.map(lambda row: wide * row)
     ta, tb = unify([ta, tb], shape)
     if tb is None:
         return _wrap(ta, full(b, shape) * _rows(ta))
@@ -218,12 +228,12 @@ def _rows_sum(ta, tb, sign: int, shape: tuple[int, ...]):
     None (then the dense path handles them)."""
     stacks = (ta, tb)
     if not any(isinstance(t, Rows) for t in stacks) or not all(
-        t is None or (isinstance(t, Rows) and t.second.shape == shape) for t in stacks
+        t is None or rows_of_shape(t, shape) for t in stacks
     ):
         return None
     if tb is None:
         return ta
-    signed = tb if sign > 0 else Rows(-tb.first, -tb.second)
+    signed = tb if sign > 0 else tb.map(lax.neg)
     return signed if ta is None else Rows(ta.first + signed.first, ta.second + signed.second)
 
 
@@ -276,8 +286,7 @@ def _div(a, b):
 
     def push(ta, tb):
         if tb is None:
-            keep = isinstance(ta, Rows) and ta.second.shape == out.shape
-            ta = ta if keep else unify([ta], out.shape)[0]
+            ta = ta if rows_of_shape(ta, out.shape) else unify([ta], out.shape)[0]
             return scale(ta, jnp.broadcast_to(inv, out.shape), None)
         t_inv = scale(tb, -inv * inv, 2 * inv * inv * inv)
         return product(a, inv, ta, t_inv, out.shape)

@@ -141,8 +141,7 @@ def _dot_lhs_stack(t, const, params):
         if result is not None:
             return result
     if isinstance(t, Rows):
-        first = jax.vmap(lambda s: _dot(s, const, params))(t.first)
-        return Rows(first, _dot(t.second, const, params))
+        return t.map(lambda s: _dot(s, const, params))
     if isinstance(t, Sparse):
         result = rules_sparse.dot_constant(t, const, params, lambda r, c: _dot(r, c, params))
         if result is not None:
@@ -160,8 +159,7 @@ def _dot_general_rule(primals, dependent, **params):
         if tb is None:
             return [_dot_lhs_stack(ta, b, params)]
         if ta is None and isinstance(tb, Rows):
-            first = jax.vmap(lambda s: _dot(a, s, params))(tb.first)
-            return [Rows(first, _dot(a, tb.second, params))]
+            return [tb.map(lambda s: _dot(a, s, params))]
         tb = materialize(tb)
         from_b = jax.vmap(lambda s: _dot(a, s, params))(tb)
         if ta is None:
@@ -216,7 +214,7 @@ _with_sparse(prims.reduce_sum_p, _sparse_reduce_sum, (Sparse, rules_sparse.Elect
 _with_sparse(prims.slice_p, rules_sparse.electron_slice)
 _with_sparse(
     prims.neg_p,
-    lambda s, p: Rows(-s.first, -s.second) if isinstance(s, Rows) else s.with_rows(-s.rows),
+    lambda s, p: s.map(lax.neg) if isinstance(s, Rows) else s.with_rows(-s.rows),
     (Sparse, Rows),
 )
 _with_sparse(
