@@ -77,13 +77,12 @@ def make_kinetic_energy(
     laplacian_method(method)  # an unknown method fails here, not when traced
 
     def kinetic_energy(walkers: Array) -> Array:
+        # A walker chunk already bounds the working set, so unless told otherwise its directions
+        # go in one block (chunk_size = D): blocks would only add per-block work.
+        chunk = chunk_size if walker_batch_size is None else chunk_size or walkers[0].size
+        local = make_local_kinetic_energy(log_abs_psi, method=method, chunk_size=chunk)
         if walker_batch_size is None:
-            local = make_local_kinetic_energy(log_abs_psi, method=method, chunk_size=chunk_size)
             return jax.vmap(local)(walkers)
-        # The walker chunk already bounds the working set, so unless told otherwise the
-        # directions go in one block (chunk_size = D): blocks would only add per-block work.
-        directions = chunk_size or walkers[0].size
-        local = make_local_kinetic_energy(log_abs_psi, method=method, chunk_size=directions)
         return jax.lax.map(local, walkers, batch_size=walker_batch_size)
 
     return kinetic_energy
