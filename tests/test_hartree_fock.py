@@ -94,3 +94,62 @@ def test_orbitals_reject_wrong_electron_count():
     hf = run_hartree_fock(load_molecule("H2"))
     with pytest.raises(InputError, match="expected"):
         hf_orbitals(hf, jnp.zeros((3, 3)))
+
+
+@pytest.mark.parametrize("name", ["Li", "N"])
+def test_rohf_lies_at_or_above_uhf(name):
+    molecule = load_molecule(name)
+    rohf = run_hartree_fock(molecule, method="rohf")
+    uhf = run_hartree_fock(molecule, method="uhf")
+    mol = gto.M(atom=f"{name} 0 0 0", unit="Bohr", spin=molecule.spin, basis="ccpvdz", verbose=0)
+    assert rohf.energy == pytest.approx(scf.ROHF(mol).kernel(), abs=1e-7)
+    assert (rohf.method, rohf.restricted, uhf.method) == ("rohf", True, "uhf")
+    assert rohf.converged and rohf.energy >= uhf.energy - 1e-9
+    assert rohf.coeff_alpha.shape[1] == molecule.n_alpha
+    assert rohf.coeff_beta.shape[1] == molecule.n_beta
+    # one set of spatial orbitals: every occupied beta orbital is an occupied alpha orbital
+    for column in rohf.coeff_beta.T:
+        assert np.min(np.abs(rohf.coeff_alpha - column[:, None]).max(axis=0)) < 1e-12
+
+
+def test_auto_is_rhf_for_closed_and_uhf_for_open_shells():
+    assert run_hartree_fock(load_molecule("H2"), basis="sto-3g").method == "rhf"
+    assert run_hartree_fock(load_molecule("Li"), basis="sto-3g").method == "uhf"
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "message"),
+    [("H2", "hf", "unknown Hartree-Fock method system.hf='hf'"), ("Li", "rhf", "closed shell")],
+)
+def test_bad_method_is_one_line_input_error(name, method, message):
+    with pytest.raises(InputError, match=message) as info:
+        run_hartree_fock(load_molecule(name), basis="sto-3g", method=method)
+    assert "\n" not in str(info.value)
+
+
+def test_config_rejects_unknown_hf_method():
+    from vmcjet import config as config_lib
+
+    config = config_lib.build_config(overrides={"system": {"hf": "ROHF"}})
+    with pytest.raises(InputError, match="'system.hf' must be one of auto, rhf, uhf, rohf"):
+        config_lib.check_values(config)
+
+
+def test_unconverged_scf_gives_one_warning_line_and_prints_nothing(capfd, monkeypatch):
+    import io
+
+    from pyscf import lib
+
+    from vmcjet.hartree_fock import convergence_warning
+
+    converged = run_hartree_fock(load_molecule("N"), method="rohf")
+    assert convergence_warning(converged, "ccpvdz") is None
+    pyscf_output = io.StringIO()  # where pyscf's logger writes (its stdout is bound at import)
+    monkeypatch.setattr(lib.StreamObject, "stdout", pyscf_output)
+    capfd.readouterr()
+    hf = run_hartree_fock(load_molecule("Li"), method="rohf", max_cycle=1)
+    assert capfd.readouterr() == ("", "") and pyscf_output.getvalue() == ""  # pyscf is silent
+    assert not hf.converged
+    warning = convergence_warning(hf, "ccpvdz")
+    assert warning.startswith("warning: Hartree-Fock (ROHF, ccpvdz) did not converge in 1 cycles")
+    assert "\n" not in warning

@@ -1,13 +1,26 @@
-"""The Metropolis sampler on a Gaussian |psi|^2 with known moments; width adaptation; walkers."""
+"""The Metropolis-Hastings sampler on targets with known moments (Gaussian, hydrogen-like 1s),
+with and without the Hastings ratio; nucleus-scaled widths; width adaptation; walkers."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vmcjet import mcmc
+from vmcjet.config import Config, check_values
 from vmcjet.distributed import make_walker_mesh, walker_sharding
 from vmcjet.errors import InputError
-from vmcjet.mcmc import assign_electrons, init_state, init_walkers, make_mcmc_step
+from vmcjet.mcmc import (
+    assign_electrons,
+    core_electrons,
+    init_state,
+    init_walkers,
+    limited_drift,
+    make_mcmc_step,
+    nucleus_scaled_widths,
+)
 from vmcjet.molecule import Molecule
 
 CENTRE = np.array([0.5, -1.0, 2.0])
@@ -40,6 +53,106 @@ def test_samples_gaussian_moments():
     np.testing.assert_allclose(
         np.asarray(state.log_abs_psi), jax.vmap(gaussian_log_psi, (None, 0))(params, state.walkers)
     )
+
+
+Z_CORE = 8.0  # hydrogen-like 1s target: |psi|^2 = exp(-2 Z r), a heavy-atom core
+SIGMAS = np.array([0.3, 0.7, 1.2])  # anisotropic Gaussian target, bohr
+
+
+def hydrogen_like_log_psi(params, electrons):
+    """log|psi| = -Z r summed over electrons; r ~ Gamma(3, 1/(2Z)): <r> = 3/(2Z), <r^2> = 3/Z^2."""
+    return -Z_CORE * jnp.sum(jnp.linalg.norm(electrons, axis=-1))
+
+
+def anisotropic_log_psi(params, electrons):
+    """|psi|^2 = prod N(centre, SIGMAS^2) over electrons and axes."""
+    return -jnp.sum(((electrons - CENTRE[None]) / SIGMAS[None]) ** 2) / 4
+
+
+def drop_hastings(monkeypatch):
+    """The wrong kernel: log q(r -> r') constant, so the acceptance assumes a symmetric proposal."""
+    monkeypatch.setattr(
+        mcmc, "log_proposal_density", lambda target, mean, scale: jnp.zeros(target.shape[0])
+    )
+
+
+def z_scores(samples, mean, variance):
+    """(sample mean - mean) / standard error, independent samples (S,) or (S, k)."""
+    return (samples.mean(0) - mean) / np.sqrt(variance / samples.shape[0])
+
+
+def test_widths_smaller_near_heavy_nucleus():
+    nuclei = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 4.0]])  # H, O
+    charges = np.array([1.0, 8.0])
+    # Each electron 0.2 bohr from one nucleus, and one far from both.
+    electrons = jnp.array([[[0.2, 0.0, 0.0], [0.0, 0.2, 4.0], [0.0, 0.0, 3.8], [5.0, 0.0, 2.0]]])
+    widths = np.asarray(nucleus_scaled_widths(electrons, nuclei, charges, jnp.asarray(0.5)))[0]
+    np.testing.assert_allclose(widths, [0.5, 0.5 * 0.325, 0.5 * 0.325, 0.5])
+    core = core_electrons(electrons, nuclei, charges)  # the two nearest the O nucleus
+    assert np.asarray(core).tolist() == [[False, True, True, False]]
+
+
+def test_drift_limit():
+    """Small drifts unchanged, large ones bounded by sqrt(2 tau) / tau, non-finite ones zero."""
+    tau = jnp.array([[0.01, 0.01, 0.01]])
+    grad = jnp.array([[[1e-3, 0.0, 0.0], [0.0, 1e6, 0.0], [jnp.inf, 0.0, 0.0]]])
+    drift = np.asarray(limited_drift(grad, tau))[0]
+    np.testing.assert_allclose(drift[0], [1e-3, 0.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(drift[1], [0.0, np.sqrt(2 / 0.01), 0.0], rtol=1e-3)
+    np.testing.assert_array_equal(drift[2], 0.0)
+
+
+@pytest.mark.parametrize("hastings", [True, False])
+@pytest.mark.parametrize("proposal", ["nucleus-scaled", "langevin"])
+def test_samples_hydrogen_like_core(proposal, hastings, monkeypatch):
+    """Position-dependent widths (and drift) sample exp(-2 Z r) only with the Hastings ratio."""
+    if not hastings:
+        drop_hastings(monkeypatch)
+    start = 0.2 * jax.random.normal(jax.random.key(0), (2048, 2, 3))
+    state = init_state(hydrogen_like_log_psi, None, start, width=0.2)
+    step = make_mcmc_step(
+        hydrogen_like_log_psi,
+        moves=10,
+        proposal=proposal,
+        nuclei=np.zeros((1, 3)),
+        charges=np.array([Z_CORE]),
+    )
+    state = run(step, None, state, 40, seed=1)
+    r = np.linalg.norm(np.asarray(state.walkers), axis=-1).reshape(-1)
+    scores = [
+        z_scores(r, 3 / (2 * Z_CORE), 3 / (4 * Z_CORE**2)),
+        z_scores(r**2, 3 / Z_CORE**2, 13.5 / Z_CORE**4),
+    ]
+    assert (max(abs(z) for z in scores) < 4) == hastings, scores
+
+
+@pytest.mark.parametrize("hastings", [True, False])
+def test_langevin_samples_anisotropic_gaussian(hastings, monkeypatch):
+    """MALA needs the reverse-proposal density (drift at r') in the acceptance."""
+    if not hastings:
+        drop_hastings(monkeypatch)
+    state = init_state(anisotropic_log_psi, None, jnp.full((2048, 2, 3), CENTRE), width=0.5)
+    step = make_mcmc_step(anisotropic_log_psi, moves=10, proposal="langevin", adapt_rate=0.0)
+    state = run(step, None, state, 30, seed=2)
+    samples = np.asarray(state.walkers).reshape(-1, 3)
+    scores = np.concatenate(
+        [
+            z_scores(samples, CENTRE, SIGMAS**2),
+            z_scores((samples - CENTRE) ** 2, SIGMAS**2, 2 * SIGMAS**4),
+        ]
+    )
+    assert (np.max(np.abs(scores)) < 4) == hastings, scores
+
+
+def test_unknown_proposal_and_missing_nuclei_raise():
+    with pytest.raises(InputError, match="gaussian, nucleus-scaled, langevin"):
+        make_mcmc_step(gaussian_log_psi, moves=1, proposal="hmc")
+    with pytest.raises(InputError, match="needs the nuclei"):
+        make_mcmc_step(gaussian_log_psi, moves=1, proposal="nucleus-scaled")
+    config = Config()
+    config = dataclasses.replace(config, mcmc=dataclasses.replace(config.mcmc, proposal="hmc"))
+    with pytest.raises(InputError, match="'mcmc.proposal' must be one of gaussian, nucleus-scaled"):
+        check_values(config)
 
 
 @pytest.mark.parametrize("width", [0.01, 3.0])

@@ -13,7 +13,13 @@ from vmcjet.hartree_fock import hf_orbitals, run_hartree_fock
 from vmcjet.mcmc import init_walkers
 from vmcjet.molecule import load_molecule
 from vmcjet.networks import make_wavefunction
-from vmcjet.pretrain import block_diagonal_target, mixture_log_abs_psi, orbital_loss, pretrain
+from vmcjet.pretrain import (
+    block_diagonal_target,
+    mixture_log_abs_psi,
+    orbital_loss,
+    pretrain,
+    should_stop,
+)
 
 
 def test_block_diagonal_target_layout():
@@ -71,3 +77,44 @@ def test_zero_iterations_yield_nothing(h2_setup):
     config = dataclasses.replace(PretrainConfig(), iterations=0)
     key = jax.random.key(0)
     assert list(pretrain(wavefunction, hf, params, walkers, key=key, config=config)) == []
+
+
+def _stopping_point(losses, *, window, tolerance, patience=3):
+    """How many iterations run when the caller stops as session._pretrain does."""
+    seen = []
+    for loss in losses:
+        seen.append(loss)
+        if should_stop(seen, window=window, tolerance=tolerance, patience=patience):
+            break
+    return len(seen)
+
+
+def test_early_stop_on_a_plateau():
+    """Falls for 300 iterations, then flat with noise and rare 10x spikes: stops 3 windows after
+    the plateau begins."""
+    rng = np.random.default_rng(0)
+    falling = 0.98 ** np.arange(300)
+    flat = falling[-1] * (1 + 0.05 * rng.standard_normal(2000))
+    flat[rng.random(2000) < 0.03] *= 10
+    count = _stopping_point(np.concatenate([falling, flat]), window=50, tolerance=0.02)
+    assert count % 50 == 0 and 400 <= count <= 500
+
+
+def test_no_early_stop_while_the_loss_keeps_improving():
+    """A loss falling steadily by 5% per window of 50 (noisy, with 10x spikes) runs to the
+    maximum; so does a flat one with tolerance 0."""
+    rng = np.random.default_rng(1)
+    steady = 0.999 ** np.arange(3000) * (1 + 0.2 * rng.standard_normal(3000) ** 2)
+    steady[rng.random(3000) < 0.03] *= 10
+    assert _stopping_point(steady, window=50, tolerance=0.02) == 3000
+    assert _stopping_point(np.ones(500), window=50, tolerance=0.0) == 500
+
+
+def test_early_stop_decides_only_at_window_ends_after_patience():
+    flat = [jnp.asarray(1.0)] * 45  # device scalars are accepted
+    options = {"window": 10, "tolerance": 0.1, "patience": 3}
+    assert not should_stop(flat[:30], **options)  # fewer than patience + 1 windows
+    assert not should_stop(flat[:41], **options)  # not at a window end
+    assert should_stop(flat[:40], **options)
+    falling = [0.5**k for k in range(4) for _ in range(10)]
+    assert not should_stop(falling, **options)

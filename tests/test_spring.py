@@ -9,8 +9,14 @@ import pytest
 from vmcjet.config import OptimConfig
 from vmcjet.distributed import make_walker_mesh, walker_sharding
 from vmcjet.errors import InputError
-from vmcjet.optim import adam, energy_gradient_residuals, make_optimiser, spring
-from vmcjet.optim.spring import spring_direction
+from vmcjet.optim import (
+    GradientBatch,
+    adam,
+    energy_gradient_residuals,
+    make_optimiser,
+    spring,
+)
+from vmcjet.optim.spring import leaf_rows, spring_direction
 
 
 def centred(grads, residuals):
@@ -32,7 +38,7 @@ def test_no_momentum_gives_damped_minimum_norm_solution(batch, n_params):
     o_bar, eps = centred(grads, residuals)
     expected = np.linalg.solve(o_bar.T @ o_bar + damping * np.eye(n_params), o_bar.T @ eps)
     phi = spring_direction(
-        jnp.asarray(grads),
+        [jnp.asarray(grads)],
         jnp.asarray(residuals),
         jnp.zeros(n_params),
         damping=damping,
@@ -52,7 +58,7 @@ def test_momentum_solves_the_regularised_least_squares_problem(batch, n_params):
         o_bar.T @ o_bar + damping * np.eye(n_params), o_bar.T @ eps + damping * mu * previous
     )
     phi = spring_direction(
-        jnp.asarray(grads),
+        [jnp.asarray(grads)],
         jnp.asarray(residuals),
         jnp.asarray(previous),
         damping=damping,
@@ -72,8 +78,8 @@ def test_update_is_minus_lr_phi_with_decay_and_unravels():
     tree, residuals, params, grads, res_np = pytree_problem(10, seed=3)
     opt = spring(0.5, decay=1.0, damping=1e-3, momentum=0.0, max_norm=1e9)
     state = opt.init(params)
-    _, state = opt.update(tree, residuals, state)  # step 0
-    updates, state = opt.update(tree, residuals, state)  # step 1: lr = 0.5 / 2
+    _, state = opt.update(GradientBatch(residuals, tree), state)  # step 0
+    updates, state = opt.update(GradientBatch(residuals, tree), state)  # step 1: lr = 0.5 / 2
     o_bar, eps = centred(grads, res_np)
     phi = np.linalg.solve(o_bar.T @ o_bar + 1e-3 * np.eye(7), o_bar.T @ eps)
     np.testing.assert_allclose(np.asarray(updates["w"]).ravel(), -0.25 * phi[:6], rtol=1e-7)
@@ -85,7 +91,7 @@ def test_update_is_minus_lr_phi_with_decay_and_unravels():
 def test_norm_constraint(max_norm):
     tree, residuals, params, grads, res_np = pytree_problem(10, seed=4)
     opt = spring(0.1, damping=1e-3, momentum=0.0, max_norm=max_norm)
-    updates, _ = opt.update(tree, residuals, opt.init(params))
+    updates, _ = opt.update(GradientBatch(residuals, tree), opt.init(params))
     squared = float(optax.tree_utils.tree_norm(updates, squared=True))
     o_bar, eps = centred(grads, res_np)
     phi = np.linalg.solve(o_bar.T @ o_bar + 1e-3 * np.eye(7), o_bar.T @ eps)
@@ -96,10 +102,10 @@ def test_norm_constraint(max_norm):
 def test_sharded_walkers_give_the_same_update():
     tree, residuals, params, _, _ = pytree_problem(8, seed=5)
     opt = spring(0.1, damping=1e-3, momentum=0.5, max_norm=1.0)
-    update = jax.jit(opt.update)
+    update = jax.jit(lambda grads, state: opt.update(GradientBatch(residuals, grads), state))
     sharding = walker_sharding(make_walker_mesh())
-    plain, _ = update(tree, residuals, opt.init(params))
-    sharded, _ = update(jax.device_put(tree, sharding), residuals, opt.init(params))
+    plain, _ = update(tree, opt.init(params))
+    sharded, _ = update(jax.device_put(tree, sharding), opt.init(params))
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(sharded), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10)
 
@@ -114,7 +120,8 @@ def oscillator_step(opt, batch):
         r2 = jnp.sum(x**2, axis=1)
         local_energy = 3 * a + r2 * (0.5 - 2 * a**2)
         grads = {"a": -r2}  # d log psi / d a per walker
-        updates, state = opt.update(grads, energy_gradient_residuals(local_energy), state, params)
+        inputs = GradientBatch(energy_gradient_residuals(local_energy), per_walker_grads=grads)
+        updates, state = opt.update(inputs, state, params)
         return (optax.apply_updates(params, updates), state), jnp.mean(local_energy)
 
     return step
@@ -138,6 +145,101 @@ def test_oscillator_energy_decreases_to_the_exact_ground_state(opt):
 def test_make_optimiser_names():
     assert make_optimiser(OptimConfig(optimizer="adam")).init({"a": jnp.zeros(2)}) is not None
     with pytest.raises(InputError, match="did you mean|choose one of"):
-        make_optimiser(OptimConfig(optimizer="kfac"))
+        make_optimiser(OptimConfig(optimizer="sgd"))
     with pytest.raises(InputError, match="damping"):
         spring(0.1, damping=0.0)
+
+
+def _reference_direction(grads, residuals, previous, damping, mu):
+    """argmin |O_bar phi - eps|^2 + damping |phi - mu previous|^2 in float64 numpy."""
+    o_bar, eps = centred(np.asarray(grads, np.float64), np.asarray(residuals, np.float64))
+    n_params = o_bar.shape[1]
+    return np.linalg.solve(
+        o_bar.T @ o_bar + damping * np.eye(n_params), o_bar.T @ eps + damping * mu * previous
+    )
+
+
+@pytest.mark.parametrize("block", [1 << 24, 20, 9])
+@pytest.mark.parametrize("cuts", [(), (3,), (1, 2, 7, 11), tuple(range(1, 13))])
+def test_per_leaf_direction_equals_the_concatenated_one(cuts, block):
+    """O split into leaves at `cuts` (columns), and leaves into column blocks of at most `block`
+    entries (2 or 1 columns of 9 walkers), gives the direction of the whole O."""
+    grads, residuals = random_problem(9, 13, seed=6)
+    previous = np.random.default_rng(7).normal(size=13)
+    rows = [jnp.asarray(block) for block in np.split(grads, cuts, axis=1)]
+    phi = spring_direction(
+        rows,
+        jnp.asarray(residuals),
+        jnp.asarray(previous),
+        damping=1e-2,
+        momentum=0.8,
+        max_block_elements=block,
+    )
+    expected = _reference_direction(grads, residuals, previous, 1e-2, 0.8)
+    np.testing.assert_allclose(np.asarray(phi), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_leaf_rows_follow_the_flattening_order_of_updates():
+    tree, residuals, params, grads, res_np = pytree_problem(10, seed=8)
+    rows = leaf_rows(tree)
+    assert [r.shape for r in rows] == [(10, 1), (10, 6)]  # leaves sorted by key: "b", then "w"
+    updates, _ = spring(1.0, momentum=0.0, max_norm=1e9).update(
+        GradientBatch(residuals, tree), spring(1.0).init(params)
+    )
+    phi = _reference_direction(grads, res_np, np.zeros(7), 1e-3, 0.0)
+    np.testing.assert_allclose(np.asarray(updates["w"]).ravel(), -phi[:6], rtol=1e-7)
+
+
+def ill_conditioned_problem(batch=256, n_params=2000, seed=9):
+    """float32 per-walker gradients whose kernel has eigenvalues from 1e3 down to 1e-8."""
+    rng = np.random.default_rng(seed)
+    left = np.linalg.qr(rng.normal(size=(batch, batch)))[0]
+    right = np.linalg.qr(rng.normal(size=(n_params, batch)))[0]
+    singular = np.logspace(1.5, -4, batch)
+    grads = (left * singular) @ right.T * np.sqrt(batch)
+    return grads.astype(np.float32), rng.normal(size=batch).astype(np.float32)
+
+
+def test_float64_kernel_matches_a_float64_reference_where_float32_does_not():
+    """float32 O, x64 off as in a float32 run, the default damping: the float64 kernel and solve
+    give the float64 direction of the same float32 data; a float32 kernel is 100x further off."""
+    grads, residuals = ill_conditioned_problem()
+    previous = np.zeros(grads.shape[1])
+    expected = _reference_direction(grads, residuals, previous, 1e-3, 0.0)
+
+    def direction(kernel_dtype):
+        with jax.enable_x64(False):
+            phi = jax.jit(
+                lambda o, r, p: spring_direction(
+                    [o[:, :700], o[:, 700:]],
+                    r,
+                    p,
+                    damping=1e-3,
+                    momentum=0.0,
+                    kernel_dtype=kernel_dtype,
+                )
+            )(jnp.asarray(grads), jnp.asarray(residuals), jnp.zeros(2000, jnp.float32))
+        assert phi.dtype == jnp.float32
+        return np.linalg.norm(np.asarray(phi, np.float64) - expected) / np.linalg.norm(expected)
+
+    accurate = direction("float64")
+    assert accurate < 2e-4
+    assert not direction("float32") < 10 * accurate  # larger, or NaN (Cholesky failed)
+
+
+def test_step_shrinks_with_the_schedule_when_the_norm_bound_is_active():
+    """With the bound active at every step, |update_t| / |update_0| = lr_t / lr_0."""
+    tree, residuals, params, _, _ = pytree_problem(10, seed=10)
+    opt = spring(1.0, decay=0.5, damping=1e-3, momentum=0.0, max_norm=1e-8)
+    state = opt.init(params)
+    norms = []
+    for _ in range(4):
+        updates, state = opt.update(GradientBatch(residuals, tree), state)
+        norms.append(float(optax.tree_utils.tree_norm(updates)))
+    np.testing.assert_allclose(norms[0], 1e-4, rtol=1e-9)  # sqrt(max_norm) at step 0
+    np.testing.assert_allclose(np.array(norms) / norms[0], 1 / (1 + 0.5 * np.arange(4)), rtol=1e-9)
+
+
+def test_unknown_kernel_dtype_is_an_input_error():
+    with pytest.raises(InputError, match="kernel dtype 'float16'"):
+        spring(0.1, kernel_dtype="float16")

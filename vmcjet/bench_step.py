@@ -1,23 +1,42 @@
-"""Time of one optimisation step split into sampling, local energy, and gradient + update.
+"""Time and memory of one optimisation step, split into its parts, at one or several batch sizes.
 
-Each part is compiled on its own and timed after compilation; the parts are called in turn
-(interleaved) `repeats` times and the medians reported, with the whole jitted step for comparison
-(it can be faster than the sum: XLA fuses across the parts). `vmcjet bench step` calls `run`.
+Parts: sampling (the MCMC moves), local energy, gradients (what the optimiser needs: per-walker
+gradients O for SPRING, the energy gradient for Adam), the optimiser's update, and the whole
+jitted step (it can be faster than the sum: XLA fuses across the parts). Each part is compiled on
+its own, with the walker chunks the train step would use, and XLA's compiled memory analysis gives
+its temporary memory. All parts of all batch sizes are called in turn (interleaved, so drifting
+machine load hits them alike) `repeats` times after one warm-up call; medians are reported, in ms
+per step and in microseconds per walker with the ratio to the smallest batch.
+`vmcjet bench step` calls `run` (one batch) or `sweep` (`--batch-sizes`, writes a table, JSON and
+a plot under benchmarks/results/).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
 
 from vmcjet import optim
+from vmcjet.allocator import freed_memory_retained
 from vmcjet.config import Config
+from vmcjet.memory import MIB
 from vmcjet.session import initial_state, open_session, run_molecule
-from vmcjet.train import make_sampler_and_local_energy, per_walker_gradients
+from vmcjet.train import (
+    make_gradient_batch,
+    make_local_energy_fn,
+    make_sampler,
+    walker_chunks,
+)
+
+PARTS = ("sampling", "local_energy", "gradients", "update", "whole_step")
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -26,41 +45,143 @@ def _timed(fn: Callable[[], Any]) -> float:
     return 1e3 * (time.perf_counter() - start)
 
 
-def step_parts(config: Config) -> dict[str, Callable[[], Any]]:
-    """Zero-argument callables of each part of a step, compiled, on an initial state."""
+def _compiled(fn: Callable[..., Any], *args: Any) -> tuple[Callable[[], Any], float]:
+    """A zero-argument call of `fn(*args)`, compiled, and its XLA temporaries (MiB)."""
+    compiled = jax.jit(fn).lower(*args).compile()
+    return (lambda: compiled(*args)), compiled.memory_analysis().temp_size_in_bytes / MIB
+
+
+def step_parts(config: Config) -> dict[str, tuple[Callable[[], Any], float | None]]:
+    """Per part: a zero-argument call, compiled, on an initial state, and its temporaries (MiB;
+    None for the whole step, which the session compiles)."""
     molecule = run_molecule(config)
     session = open_session(config, molecule)
     state = initial_state(session, template_only=True)
-    sample, local_energy = make_sampler_and_local_energy(session.wavefunction, molecule, config)
+    wavefunction = session.wavefunction
     optimiser = optim.make_optimiser(config.optim)
-    grads = per_walker_gradients(session.wavefunction)
-
-    def update(params, opt_state, walkers, energies):
-        residuals = energies - energies.mean()
-        return optimiser.update(grads(params, walkers), residuals, opt_state, params)
-
+    chunks = walker_chunks(wavefunction, molecule, config, optimiser)
+    sample = make_sampler(wavefunction, molecule, config)
+    local_energy = make_local_energy_fn(wavefunction, molecule, config, chunks.local_energy)
+    gradient_batch = make_gradient_batch(wavefunction, optimiser.needs, chunks.gradients)
     key = jax.random.key(0)
-    sample_jit, energy_jit, update_jit = jax.jit(sample), jax.jit(local_energy), jax.jit(update)
     walkers = state.sampler.walkers
-    energies = energy_jit(state.params, walkers)
+    energies = jax.jit(local_energy)(state.params, walkers)
+    residuals = energies - energies.mean()
+    finite = jax.numpy.isfinite(energies)
+    batch = jax.jit(gradient_batch)(state.params, walkers, residuals, finite)
     return {
-        "sampling": lambda: sample_jit(state.params, state.sampler, key=key),
-        "local_energy": lambda: energy_jit(state.params, walkers),
-        "gradient_update": lambda: update_jit(state.params, state.opt_state, walkers, energies),
-        "whole_step": lambda: session.step(state, root_key=key),
+        "sampling": _compiled(lambda p, s: sample(p, s, key=key), state.params, state.sampler),
+        "local_energy": _compiled(local_energy, state.params, walkers),
+        "gradients": _compiled(gradient_batch, state.params, walkers, residuals, finite),
+        "update": _compiled(optimiser.update, batch, state.opt_state, state.params),
+        "whole_step": (lambda: session.step(state, root_key=key), None),
     }
 
 
-def run(config: Config, *, repeats: int = 10, log: Callable[[str], None] = print) -> dict:
-    """Median milliseconds of each part of a step (after one warm-up call each)."""
-    parts = step_parts(config)
-    for fn in parts.values():
+def _medians(calls: dict[Any, Callable[[], Any]], repeats: int) -> dict[Any, float]:
+    """Median ms of each call over `repeats` interleaved rounds, after one warm-up each."""
+    for fn in calls.values():
         _timed(fn)
-    samples: dict[str, list[float]] = {name: [] for name in parts}
+    samples: dict[Any, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
-        for name, fn in parts.items():
+        for name, fn in calls.items():
             samples[name].append(_timed(fn))
-    medians = {name: statistics.median(values) for name, values in samples.items()}
-    for name, value in medians.items():
-        log(f"{name:>16}: {value:9.2f} ms")
-    return medians
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def sweep(config: Config, batch_sizes: Sequence[int], *, repeats: int = 15) -> list[dict]:
+    """Rows (batch, part, ms, us per walker, ratio of us per walker to the first batch, MiB)."""
+    parts = {}
+    for batch in batch_sizes:
+        for name, (fn, mib) in step_parts(dataclasses.replace(config, batch_size=batch)).items():
+            parts[(batch, name)] = (fn, mib)
+    medians = _medians({key: fn for key, (fn, _) in parts.items()}, repeats)
+    first = batch_sizes[0]
+    rows = []
+    for (batch, name), ms in medians.items():
+        per_walker = 1e3 * ms / batch
+        base = 1e3 * medians[(first, name)] / first
+        rows.append(
+            {
+                "batch": batch,
+                "part": name,
+                "ms": ms,
+                "us_per_walker": per_walker,
+                "per_walker_ratio": per_walker / base,
+                "temp_mib": parts[(batch, name)][1],
+            }
+        )
+    return rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """Markdown table: one line per batch, per part `ms (us/walker, ratio)` and temporaries."""
+    batches = sorted({row["batch"] for row in rows})
+    by_key = {(row["batch"], row["part"]): row for row in rows}
+    header = "| batch | " + " | ".join(PARTS) + " |"
+    lines = [header, "|" + "---|" * (len(PARTS) + 1)]
+    for batch in batches:
+        cells = []
+        for part in PARTS:
+            row = by_key[(batch, part)]
+            mib = "" if row["temp_mib"] is None else f", {row['temp_mib']:.1f} MiB"
+            cells.append(
+                f"{row['ms']:.1f} ms ({row['us_per_walker']:.1f} us/w, "
+                f"x{row['per_walker_ratio']:.2f}{mib})"
+            )
+        lines.append(f"| {batch} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: Sequence[dict], path: Path) -> bool:
+    """Microseconds per walker against the batch, one line per part; False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for part in PARTS:
+        points = sorted((r["batch"], r["us_per_walker"]) for r in rows if r["part"] == part)
+        ax.plot(*zip(*points, strict=True), marker="o", label=part)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("walkers per step")
+    ax.set_ylabel("microseconds per walker (median)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_sweep(rows: Sequence[dict], out: Path, stem: str, config: Config, command: str) -> Path:
+    """Writes `stem`.md, .json and (with matplotlib) .png under `out`; returns the .md path."""
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "command": command,
+        "molecule": config.system.molecule,
+        "optimizer": config.optim.optimizer,
+        "memory_budget_mib": config.memory_budget_mib,
+        "machine": platform.machine(),
+        "jax": jax.__version__,
+        "freed_memory_retained": freed_memory_retained(),
+        "rows": list(rows),
+    }
+    (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
+    text = f"`{command}`\n\n{format_table(rows)}\n"
+    md = out / f"{stem}.md"
+    md.write_text(text)
+    plot(rows, out / f"{stem}.png")
+    return md
+
+
+def run(config: Config, *, repeats: int = 10, log: Callable[[str], None] = print) -> dict:
+    """Median milliseconds of each part of a step at the config's batch size."""
+    rows = sweep(config, [config.batch_size], repeats=repeats)
+    for row in rows:
+        mib = "" if row["temp_mib"] is None else f"  temporaries {row['temp_mib']:8.1f} MiB"
+        log(f"{row['part']:>16}: {row['ms']:9.2f} ms  {row['us_per_walker']:8.2f} us/walker{mib}")
+    return {row["part"]: row["ms"] for row in rows}

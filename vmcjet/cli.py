@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from vmcjet import config as config_lib
@@ -104,7 +105,14 @@ def _add_analysis_parsers(commands: Any) -> None:
     add_kinetic_arguments(kinds.add_parser("kinetic", help="kinetic energy: Laplacian methods"))
     step = kinds.add_parser("step", help="time of one step: sampling, local energy, update")
     _add_config_arguments(step)
-    step.add_argument("--repeats", type=int, default=10, help="timed calls of each part")
+    step.add_argument("--repeats", type=int, default=15, help="timed calls of each part")
+    step.add_argument(
+        "--batch-sizes",
+        help="comma-separated batch sizes timed side by side (e.g. 128,256,512); writes a table, "
+        "JSON and plot under --output",
+    )
+    step.add_argument("--output", default="benchmarks/results", help="folder of the sweep files")
+    step.add_argument("--name", default="step", help="file stem of the sweep files")
 
 
 def _analysis(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -122,12 +130,31 @@ def _analysis(args: argparse.Namespace, argv: Sequence[str]) -> int:
         config = resolve_config(args)
         check_choices(config)
         config_lib.check_values(config)
-        bench_step.run(config, repeats=args.repeats)
+        if args.batch_sizes:
+            sizes = _batch_sizes(args.batch_sizes)
+            rows = bench_step.sweep(config, sizes, repeats=args.repeats)
+            command = shlex.join(["vmcjet", *argv])
+            path = bench_step.write_sweep(rows, Path(args.output), args.name, config, command)
+            print(bench_step.format_table(rows))
+            print(f"wrote {path}")
+        else:
+            bench_step.run(config, repeats=args.repeats)
     else:
         from vmcjet.bench import run_kinetic_from_args
 
         run_kinetic_from_args(args, shlex.join(["vmcjet", *argv]))
     return 0
+
+
+def _batch_sizes(text: str) -> list[int]:
+    """'128,256' -> [128, 256]; anything but positive integers is an InputError."""
+    try:
+        sizes = [int(item) for item in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise InputError(f"--batch-sizes expects positive integers like 128,256,512, got '{text}'")
+    return sizes
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -136,14 +163,20 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
-    """Defaults (or the resumed run's config) <- --config file <- flags <- --set."""
-    base = None
-    if getattr(args, "resume", None) is not None:
-        from vmcjet import runfolder
+    """Defaults <- size table for the molecule <- --config file <- flags <- --set.
 
-        base = runfolder.read_config(runfolder.existing_run_folder(args.resume))
-    config = config_lib.build_config(args.config, _flag_overrides(args), base=base)
-    return config_lib.build_config(None, config_lib.parse_overrides(args.set), base=config)
+    A resumed run starts from its stored config instead (the size table is not applied again).
+    """
+    flags, sets = _flag_overrides(args), config_lib.parse_overrides(args.set)
+    if getattr(args, "resume", None) is None:
+        from vmcjet.defaults import resolve_run_config
+
+        return resolve_run_config(args.config, flags, sets)[0]
+    from vmcjet import runfolder
+
+    base = runfolder.read_config(runfolder.existing_run_folder(args.resume))
+    config = config_lib.build_config(args.config, flags, base=base)
+    return config_lib.build_config(None, sets, base=config)
 
 
 def check_choices(config: Config) -> None:

@@ -26,6 +26,7 @@ class SystemConfig:
     charge: int | None = None  # overrides the molecule's total charge (e)
     spin: int | None = None  # overrides 2S = N_alpha - N_beta
     basis: str = "ccpvdz"  # Gaussian basis of the Hartree-Fock reference (pretraining)
+    hf: str = "auto"  # Hartree-Fock: "auto" (RHF closed / UHF open shell), "rhf", "uhf", "rohf"
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class LaplacianConfig:
 class McmcConfig:
     moves: int = 10  # Metropolis moves per optimisation step
     width: float = 0.2  # initial Gaussian proposal width (bohr)
+    proposal: str = "gaussian"  # "gaussian", "nucleus-scaled" (per-electron widths) or "langevin"
     target_acceptance: float = 0.5  # the width adapts towards this acceptance rate
     burn_in: int = 200  # moves before the first optimisation step
     init_spread: float = 1.0  # Gaussian spread of initial electrons around their nucleus (bohr)
@@ -73,20 +75,37 @@ class McmcConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    iterations: int = 1000  # Adam steps fitting the orbitals to Hartree-Fock (0: skip)
+    iterations: int = 1000  # maximum Adam steps fitting the orbitals to Hartree-Fock (0: skip)
     lr: float = 3e-3  # Adam learning rate of pretraining
     moves: int = 1  # Metropolis moves per pretraining step
+    window: int = 100  # early stop: iterations per window (its median orbital loss is compared)
+    patience: int = 3  # early stop: windows in a row without a better median by tolerance
+    tolerance: float = 0.0  # early stop: relative improvement that counts (0: never stop early)
+
+
+@dataclass(frozen=True)
+class KfacConfig:
+    lr: float = 0.05  # KFAC's initial learning rate (optim.lr is SPRING's and Adam's)
+    lr_decay: float = 1e-4  # KFAC: lr(t) = lr / (1 + lr_decay * t)
+    damping: float = 1e-3  # Tikhonov damping lambda: (A (x) G + lambda I)^-1 per dense layer
+    decay: float = 0.95  # moving-average weight of the previous curvature factors, in [0, 1)
+    inverse_period: int = 10  # eigendecompositions of the factors every N steps (and at step 0)
+    max_norm: float = 1e-3  # norm constraint: bound on lr^2 g^T F^-1 g at the initial lr
+    centred: bool = True  # centred Fisher (as SPRING) or the uncentred mean O O^T
+    sharing: str = "expand"  # shared layers: "expand" (each row a sample) or "reduce" (row sums)
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    optimizer: str = "spring"  # "spring" (natural gradient in sample space) or "adam"
+    optimizer: str = "spring"  # "spring" (natural gradient in sample space), "kfac" or "adam"
     lr: float = 0.1  # initial learning rate (SPRING step scale; tuned on LiH, docs/results.md)
     lr_decay: float = 1e-2  # lr(t) = lr / (1 + lr_decay * t)
     damping: float = 1e-3  # SPRING: Tikhonov damping of the sample-space kernel
     momentum: float = 0.99  # SPRING: reuse of the previous direction (mu)
-    max_norm: float = 1e-3  # SPRING: bound on the squared norm of the step (norm constraint)
+    max_norm: float = 1e-3  # SPRING: bound on the squared norm of the step at the initial lr
+    kernel_dtype: str = "float64"  # SPRING: dtype of the B x B kernel and its Cholesky solve
     clip_width: float = 5.0  # gradient only: E_L clipped to median +/- clip_width * mean |dev|
+    kfac: KfacConfig = field(default_factory=KfacConfig)
 
 
 @dataclass(frozen=True)
@@ -104,6 +123,7 @@ class Config:
     steps: int = 10000  # optimisation steps
     precision: str = "float32"  # "float32" or "float64"
     devices: int | None = None  # walkers are sharded over the first N devices (None: all)
+    memory_budget_mib: float | None = None  # per-walker parts chunked to fit (None: no chunks)
     log_every: int = 100  # plain log line every N steps when not on a terminal
     system: SystemConfig = field(default_factory=SystemConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -292,17 +312,34 @@ _BOUNDS = (
     ("mcmc.burn_in", 0, True),
     ("pretrain.iterations", 0, True),
     ("pretrain.lr", 0.0, False),
+    ("pretrain.window", 0, False),
+    ("pretrain.patience", 0, False),
+    ("pretrain.tolerance", 0.0, True),
     ("optim.lr", 0.0, False),
     ("optim.lr_decay", 0.0, True),
     ("optim.damping", 0.0, False),
     ("optim.max_norm", 0.0, False),
     ("optim.clip_width", 0.0, False),
+    ("optim.kfac.lr", 0.0, False),
+    ("optim.kfac.lr_decay", 0.0, True),
+    ("optim.kfac.damping", 0.0, False),
+    ("optim.kfac.decay", 0.0, True),
+    ("optim.kfac.inverse_period", 0, False),
+    ("optim.kfac.max_norm", 0.0, False),
     ("checkpoint.keep", 0, False),
     ("checkpoint.max_skipped_steps", 0, False),
     ("laplacian.chunk_size", 0, False),
     ("laplacian.walker_batch_size", 0, False),
+    ("memory_budget_mib", 0.0, False),
 )
 PRECISIONS = ("float32", "float64")
+OPTIMIZERS = (
+    "spring",
+    "adam",
+    "kfac",
+)  # the names `optim.optimizer` takes (vmcjet.optim builds them)
+MCMC_PROPOSALS = ("gaussian", "nucleus-scaled", "langevin")  # kernels of vmcjet.mcmc
+HF_METHODS = ("auto", "rhf", "uhf", "rohf")  # system.hf (run by vmcjet.hartree_fock)
 
 
 def get_setting(config: Config, dotted: str) -> Any:
@@ -329,6 +366,33 @@ def check_values(config: Config) -> None:
         choices = ", ".join(PRECISIONS)
         raise InputError(
             f"config key 'precision' must be one of {choices}, got '{config.precision}'"
+        )
+    if config.optim.optimizer not in OPTIMIZERS:
+        close = difflib.get_close_matches(config.optim.optimizer, OPTIMIZERS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise InputError(
+            f"unknown optimizer '{config.optim.optimizer}' (optim.optimizer){hint}; "
+            f"choose one of {', '.join(OPTIMIZERS)}"
+        )
+    if config.optim.kernel_dtype not in PRECISIONS:
+        choices = ", ".join(PRECISIONS)
+        raise InputError(
+            f"config key 'optim.kernel_dtype' must be one of {choices}, "
+            f"got '{config.optim.kernel_dtype}'"
+        )
+    if config.system.hf not in HF_METHODS:
+        raise InputError(
+            f"config key 'system.hf' must be one of {', '.join(HF_METHODS)}, "
+            f"got '{config.system.hf}'"
+        )
+    if config.mcmc.proposal not in MCMC_PROPOSALS:
+        choices = ", ".join(MCMC_PROPOSALS)
+        raise InputError(
+            f"config key 'mcmc.proposal' must be one of {choices}, got '{config.mcmc.proposal}'"
+        )
+    if config.optim.kfac.decay >= 1.0:
+        raise InputError(
+            f"config key 'optim.kfac.decay' must be < 1, got {config.optim.kfac.decay}"
         )
     target = config.mcmc.target_acceptance
     if not 0.0 < target < 1.0:

@@ -2,6 +2,13 @@
 
 Error bars come from reblocking (vmcjet.statistics) of the per-step mean local energies, so the
 autocorrelation between steps is accounted for.
+
+The energy's tau cannot show whether valence electrons move, so `vmcjet eval` also reports the
+mobility of core-like and valence-like electrons (`mcmc.core_electrons`: in each walker at the
+start, the two electrons nearest each nucleus with Z >= 3; all others are valence-like). Per group:
+the correlation between consecutive steps (`mcmc.moves` moves apart) of each electron's distance to
+its nearest nucleus, pooled over walkers, electrons and steps (1: frozen, 0: independent), and the
+mean squared displacement per move (bohr^2, from the displacement over one step).
 """
 
 from __future__ import annotations
@@ -45,6 +52,52 @@ def summary(
     return record
 
 
+def mobility_sums(before: jax.Array, after: jax.Array, nuclei: Any, core: jax.Array) -> jax.Array:
+    """Sums over walkers and electrons of one sampler step, per group (core-like, valence-like).
+
+    Args:
+        before: walkers before the step, (B, n, 3) bohr.
+        after: walkers after the step, (B, n, 3) bohr.
+        nuclei: nuclear positions, (N, 3) bohr.
+        core: core-like electrons, (B, n) bool (`mcmc.core_electrons`).
+
+    Returns:
+        (2, 7), rows core and valence; columns: electrons, sum d, sum d^2, sum d', sum d'^2,
+        sum d d', sum |r' - r|^2, with d and d' the nearest-nucleus distances (bohr) before and
+        after the step.
+    """
+    d0 = mcmc.nearest_nucleus_distances(before, nuclei)
+    d1 = mcmc.nearest_nucleus_distances(after, nuclei)
+    squared_step = jnp.sum((after - before) ** 2, axis=-1)
+    terms = jnp.stack([jnp.ones_like(d0), d0, d0**2, d1, d1**2, d0 * d1, squared_step], axis=-1)
+    groups = jnp.stack([core, ~core]).astype(terms.dtype)
+    return jnp.einsum("gbn,bnk->gk", groups, terms)
+
+
+def mobility(sums: np.ndarray, moves: int, walker_steps: int) -> dict[str, dict[str, float]]:
+    """Per group with electrons: electrons per walker, the step-to-step correlation of the
+    nearest-nucleus distance, and the mean squared displacement per move (bohr^2).
+
+    Args:
+        sums: `mobility_sums` added over the steps, (2, 7).
+        moves: MCMC moves per step.
+        walker_steps: walkers times steps that went into `sums`.
+    """
+    result = {}
+    for name, row in zip(("core", "valence"), sums, strict=True):
+        count, s0, q0, s1, q1, cross, squared_steps = row
+        if count == 0:
+            continue
+        m0, m1 = s0 / count, s1 / count
+        spread = np.sqrt(max(q0 / count - m0**2, 0.0) * max(q1 / count - m1**2, 0.0))
+        result[name] = {
+            "electrons_per_walker": float(count / walker_steps),
+            "distance_autocorrelation": float((cross / count - m0 * m1) / spread),
+            "msd_per_move": float(squared_steps / (count * moves)),
+        }
+    return result
+
+
 def format_summary(record: dict[str, Any]) -> str:
     lines = [
         f"energy      {record['formatted']} Ha  ({record['samples']} steps, reblocked)",
@@ -58,21 +111,33 @@ def format_summary(record: dict[str, Any]) -> str:
             f"reference   {record['reference']:.6f} Ha; difference "
             f"{record['difference_mha']:+.2f} ± {record['difference_error_mha']:.2f} mHa"
         )
+    for name, group in record.get("mobility", {}).items():
+        lines.append(
+            f"{name:<11} {group['electrons_per_walker']:.0f} electrons/walker: nearest-nucleus "
+            f"distance autocorrelation {group['distance_autocorrelation']:.3f} per step, "
+            f"msd {group['msd_per_move']:.2e} bohr²/move"
+        )
     return "\n".join(lines)
 
 
 def make_eval_step(session: Session) -> Callable[..., Any]:
-    """`step(params, sampler, *, key) -> (sampler, mean E_L, variance, acceptance)`, jitted."""
+    """`step(params, sampler, core, *, key) -> (sampler, mean E_L, variance, acceptance,
+    mobility sums (2, 7))`, jitted; `core` (B, n) bool marks the core-like electrons."""
     sample, local_energy = make_sampler_and_local_energy(
         session.wavefunction, session.molecule, session.config
     )
+    nuclei = session.molecule.coords
 
-    def step(params: Any, sampler: mcmc.McmcState, *, key: jax.Array) -> tuple[Any, ...]:
+    def step(
+        params: Any, sampler: mcmc.McmcState, core: jax.Array, *, key: jax.Array
+    ) -> tuple[Any, ...]:
+        before = sampler.walkers
         sampler, acceptance = sample(params, sampler, key=key)
         energies = local_energy(params, sampler.walkers)
         finite = jnp.isfinite(energies)
         mean, variance = masked_moments(energies, finite)
-        return sampler, mean, variance, acceptance
+        sums = mobility_sums(before, sampler.walkers, nuclei, core)
+        return sampler, mean, variance, acceptance, sums
 
     return jax.jit(step)
 
@@ -92,14 +157,23 @@ def evaluate(
     step = make_eval_step(session)
     key = stream_key(jax.random.key(config.seed), "eval")
     sampler, means, variances, acceptances = state.sampler, [], [], []
+    core = mcmc.core_electrons(sampler.walkers, molecule.coords, molecule.charges)
+    sums = np.zeros((2, 7))
     for t in range(steps):
-        sampler, mean, variance, acceptance = step(
-            state.params, sampler, key=jax.random.fold_in(key, t)
+        sampler, mean, variance, acceptance, step_sums = step(
+            state.params, sampler, core, key=jax.random.fold_in(key, t)
         )
         means.append(float(mean))
         variances.append(float(variance))
         acceptances.append(float(acceptance))
-    extra = {"variance": float(np.mean(variances)), "acceptance": float(np.mean(acceptances))}
+        sums += np.asarray(step_sums, dtype=np.float64)
+    extra = {
+        "variance": float(np.mean(variances)),
+        "acceptance": float(np.mean(acceptances)),
+        "proposal": config.mcmc.proposal,
+        "width": float(sampler.width),
+        "mobility": mobility(sums, config.mcmc.moves, steps * sampler.walkers.shape[0]),
+    }
     record = summary(np.array(means), molecule, extra)
     (folder / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
     return record

@@ -1,7 +1,12 @@
 """Hartree-Fock reference of a molecule (pyscf) and its occupied orbitals at electron positions.
 
-`run_hartree_fock` runs restricted Hartree-Fock for closed shells (spin 0) and unrestricted
-Hartree-Fock otherwise, quietly. `hf_orbitals` evaluates the occupied spin orbitals
+`run_hartree_fock` runs, quietly, restricted Hartree-Fock (RHF) for closed shells (spin 0) and
+unrestricted Hartree-Fock (UHF) otherwise (`method="auto"`), or the method asked for: "rhf" (closed
+shells only), "uhf", or restricted open-shell "rohf" (one set of spatial orbitals: the n_beta
+doubly occupied ones and n_alpha - n_beta singly occupied alpha ones; its energy lies at or above
+UHF's). A calculation that does not converge is returned anyway (`converged` False) and
+`convergence_warning` gives the one-line message to log. `hf_orbitals` evaluates the occupied
+spin orbitals
 
     alpha[..., i, j] = phi^alpha_j(r_i),   i, j < n_alpha   (the first n_alpha electrons),
     beta[..., i, j]  = phi^beta_j(r_i),    i, j < n_beta    (the last n_beta electrons),
@@ -24,17 +29,18 @@ import jax.numpy as jnp
 import numpy as np
 from pyscf import gto, scf
 
+from vmcjet.config import HF_METHODS
 from vmcjet.errors import InputError
 from vmcjet.molecule import Molecule
 
 
 @dataclass(frozen=True, eq=False)
 class HartreeFock:
-    """A converged Hartree-Fock calculation.
+    """A Hartree-Fock calculation (converged unless `converged` is False).
 
     Attributes:
         energy: total Hartree-Fock energy including nuclear repulsion, hartree.
-        restricted: True for RHF (closed shell), False for UHF.
+        restricted: True for RHF and ROHF (one set of spatial orbitals), False for UHF.
         converged: whether the SCF iterations converged.
         n_alpha: number of spin-up electrons.
         n_beta: number of spin-down electrons.
@@ -42,6 +48,8 @@ class HartreeFock:
         coeff_beta: occupied beta MO coefficients, shape (n_ao, n_beta).
         mol: the pyscf `Mole` (geometry in bohr).
         scf: the pyscf SCF object after the kernel ran.
+        method: "rhf", "uhf" or "rohf" (what ran; "auto" resolved).
+        cycles: the SCF's `max_cycle` (iterations allowed, per attempt).
     """
 
     energy: float
@@ -53,6 +61,8 @@ class HartreeFock:
     coeff_beta: np.ndarray
     mol: Any
     scf: Any
+    method: str = "rhf"
+    cycles: int = 50
 
 
 def build_pyscf_molecule(molecule: Molecule, *, basis: str = "ccpvdz") -> Any:
@@ -81,32 +91,73 @@ def build_pyscf_molecule(molecule: Molecule, *, basis: str = "ccpvdz") -> Any:
     return mol
 
 
-def run_hartree_fock(molecule: Molecule, *, basis: str = "ccpvdz") -> HartreeFock:
-    """Runs RHF (spin 0) or UHF (otherwise) with pyscf.
+def resolve_method(method: str, spin: int) -> str:
+    """The Hartree-Fock method to run: "auto" is RHF for spin 0 and UHF otherwise.
+
+    Raises:
+        InputError: an unknown method, or "rhf" for an open shell (spin != 0).
+    """
+    if method not in HF_METHODS:
+        raise InputError(
+            f"unknown Hartree-Fock method system.hf='{method}'; choose one of: "
+            f"{', '.join(HF_METHODS)}"
+        )
+    if method == "auto":
+        return "rhf" if spin == 0 else "uhf"
+    if method == "rhf" and spin != 0:
+        raise InputError(
+            f"system.hf='rhf' needs a closed shell (spin 0), got spin {spin}; "
+            "use system.hf='rohf' or 'uhf'"
+        )
+    return method
+
+
+def _occupied(mf: Any, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """Occupied alpha and beta MO coefficients, shapes (n_ao, n_alpha) and (n_ao, n_beta)."""
+    if method == "uhf":
+        pairs = ((mf.mo_coeff[0], mf.mo_occ[0] > 0), (mf.mo_coeff[1], mf.mo_occ[1] > 0))
+    else:  # RHF / ROHF: occupations 2 (both spins), 1 (alpha only), 0
+        pairs = ((mf.mo_coeff, mf.mo_occ > 0), (mf.mo_coeff, mf.mo_occ > 1))
+    alpha, beta = (np.asarray(c[:, mask], dtype=np.float64) for c, mask in pairs)
+    return alpha, beta
+
+
+def run_hartree_fock(
+    molecule: Molecule, *, basis: str = "ccpvdz", method: str = "auto", max_cycle: int = 50
+) -> HartreeFock:
+    """Runs Hartree-Fock with pyscf: RHF, UHF or ROHF (`method`, see `resolve_method`).
+
+    If the SCF does not converge in `max_cycle` iterations, second-order SCF (Newton) is tried
+    from there; if that does not converge either the result has `converged` False (see
+    `convergence_warning`). pyscf prints nothing.
 
     Args:
         molecule: the system (coordinates in bohr).
         basis: a Gaussian basis name pyscf knows ("ccpvdz", "sto-3g", ...).
+        method: "auto" (RHF for spin 0, UHF otherwise), "rhf", "uhf" or "rohf".
+        max_cycle: SCF iterations allowed (and Newton macro-iterations), > 0.
 
     Returns:
-        The converged calculation and its occupied orbital coefficients.
+        The calculation and its occupied orbital coefficients.
+
+    Raises:
+        InputError: an unknown method or basis, or "rhf" for an open shell.
     """
+    method = resolve_method(method, molecule.spin)
     mol = build_pyscf_molecule(molecule, basis=basis)
-    restricted = molecule.spin == 0
-    mf = scf.RHF(mol) if restricted else scf.UHF(mol)
+    mf = {"rhf": scf.RHF, "uhf": scf.UHF, "rohf": scf.ROHF}[method](mol)
     mf.verbose = 0
+    mf.max_cycle = max_cycle
     mf.kernel()
     if not mf.converged:  # second-order SCF usually rescues hard cases (open-shell atoms)
         mf = mf.newton()
+        mf.verbose = 0
+        mf.max_cycle = max_cycle
         mf.kernel(mf.mo_coeff, mf.mo_occ)
-    coeffs = (mf.mo_coeff, mf.mo_coeff) if restricted else tuple(mf.mo_coeff)
-    occs = (mf.mo_occ, mf.mo_occ) if restricted else tuple(mf.mo_occ)
-    coeff_alpha, coeff_beta = (
-        np.asarray(c[:, o > 0], dtype=np.float64) for c, o in zip(coeffs, occs, strict=True)
-    )
+    coeff_alpha, coeff_beta = _occupied(mf, method)
     return HartreeFock(
         energy=float(mf.e_tot),
-        restricted=restricted,
+        restricted=method != "uhf",
         converged=bool(mf.converged),
         n_alpha=molecule.n_alpha,
         n_beta=molecule.n_beta,
@@ -114,6 +165,20 @@ def run_hartree_fock(molecule: Molecule, *, basis: str = "ccpvdz") -> HartreeFoc
         coeff_beta=coeff_beta,
         mol=mol,
         scf=mf,
+        method=method,
+        cycles=max_cycle,
+    )
+
+
+def convergence_warning(hf: HartreeFock, basis: str) -> str | None:
+    """One line to log when the SCF did not converge (None when it did)."""
+    if hf.converged:
+        return None
+    fix = "--set system.hf=rohf or another" if hf.method == "uhf" else "another"
+    return (
+        f"warning: Hartree-Fock ({hf.method.upper()}, {basis}) did not converge in "
+        f"{hf.cycles} cycles (E = {hf.energy:.6f} Ha); pretraining uses its orbitals anyway; "
+        f"try {fix} system.basis (e.g. --set system.basis=sto-3g)"
     )
 
 

@@ -12,12 +12,23 @@ mixture of the two densities,
     p(r) = (|psi_HF(r)|^2 + |psi_net(r)|^2) / 2,  psi_HF = det A det B,
 
 so the fit covers where Hartree-Fock puts the electrons and where the network currently does.
+
+Length: `pretrain` yields up to `config.iterations` steps; the caller stops early when
+`should_stop` says the loss has stopped improving. With W = `config.window`, P = `config.patience`
+and m_j the median orbital loss of the j-th block of W iterations (the median, because single
+iterations spike by 10x when a walker strays), it stops after block j when
+
+    min(m_{j-P+1}, ..., m_j) > (1 - tolerance) min(m_1, ..., m_{j-P}),
+
+i.e. none of the last P windows beat the best window before them by the fraction `tolerance`
+(0: never stop). A loss that keeps falling by more than that fraction every P windows never stops
+early; a loss on a plateau stops P windows after the plateau began.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -139,7 +150,10 @@ def pretrain(
     config: PretrainConfig,
     width: float = 0.2,
 ) -> Iterator[tuple[int, Params, Array, Array]]:
-    """Runs `config.iterations` pretraining steps, yielding after each one.
+    """Runs up to `config.iterations` pretraining steps, yielding after each one.
+
+    The generator never stops early by itself: the caller decides (`should_stop`) and stops
+    iterating.
 
     Args:
         wavefunction: the network (its `apply` and `orbitals`).
@@ -164,3 +178,27 @@ def pretrain(
     for iteration in range(config.iterations):
         state, loss = step(state, key=jax.random.fold_in(key, iteration))
         yield iteration, state.params, state.sampler.walkers, loss
+
+
+def should_stop(losses: Sequence[Any], *, window: int, tolerance: float, patience: int) -> bool:
+    """Whether pretraining has stopped improving (the rule in the module docstring).
+
+    Decides only at the end of a window (len(losses) a multiple of `window`, at least
+    `patience` + 1 windows), so the losses (scalars, host or device) are read back once per window.
+
+    Args:
+        losses: the orbital loss of every iteration so far, in order.
+        window: iterations per window W, > 0.
+        tolerance: smallest relative improvement of the best window median that continues
+            (0: never stop).
+        patience: windows P without such an improvement before stopping, > 0.
+
+    Returns:
+        True if none of the last P window medians is below (1 - tolerance) x the best before them.
+    """
+    count = len(losses)
+    if tolerance <= 0.0 or count % window or count < (patience + 1) * window:
+        return False
+    values = np.asarray(jax.device_get(list(losses)), dtype=np.float64)
+    medians = np.median(values.reshape(count // window, window), axis=1)
+    return bool(medians[-patience:].min() > (1.0 - tolerance) * medians[:-patience].min())

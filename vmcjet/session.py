@@ -154,20 +154,33 @@ def _sampler(session: Session, params: Any, walkers: jax.Array) -> mcmc.McmcStat
 def _pretrain(
     session: Session, params: Any, walkers: jax.Array, key: jax.Array, log: Callable[[str], None]
 ) -> tuple[Any, jax.Array]:
-    config = session.config
-    hf = hartree_fock.run_hartree_fock(session.molecule, basis=config.system.basis)
+    """Hartree-Fock, then pretraining until `pretrain.iterations` or the loss stops improving."""
+    config, options = session.config, session.config.pretrain
+    basis = config.system.basis
+    hf = hartree_fock.run_hartree_fock(session.molecule, basis=basis, method=config.system.hf)
+    warning = hartree_fock.convergence_warning(hf, basis)
+    if warning:
+        log(warning)
     log(
-        f"Hartree-Fock ({config.system.basis}): E = {hf.energy:.6f} Ha; pretraining "
-        f"{config.pretrain.iterations} iterations"
+        f"Hartree-Fock ({hf.method.upper()}, {basis}): E = {hf.energy:.6f} Ha; pretraining "
+        f"up to {options.iterations} iterations"
     )
     steps = pretrain.pretrain(
-        session.wavefunction, hf, params, walkers, key=key, config=config.pretrain
+        session.wavefunction, hf, params, walkers, key=key, config=options, width=config.mcmc.width
     )
-    report_every = max(1, config.pretrain.iterations // 4)
+    report_every = max(1, options.iterations // 4)
+    losses: list[jax.Array] = []
     for iteration, new_params, new_walkers, loss in steps:
         params, walkers = new_params, new_walkers
+        losses.append(loss)
         if (iteration + 1) % report_every == 0:
-            log(f"pretraining {iteration + 1}/{config.pretrain.iterations}: loss {float(loss):.3e}")
+            log(f"pretraining {iteration + 1}/{options.iterations}: loss {float(loss):.3e}")
+        if pretrain.should_stop(
+            losses, window=options.window, tolerance=options.tolerance, patience=options.patience
+        ):
+            break
+    reason = "the loss stopped improving" if len(losses) < options.iterations else "the maximum"
+    log(f"pretraining: {len(losses)} iterations ran ({reason}), loss {float(losses[-1]):.3e}")
     return params, walkers
 
 
@@ -178,7 +191,7 @@ def _burn_in(session: Session, state: TrainState, log: Callable[[str], None]) ->
         return state
     root = stream_key(jax.random.key(session.config.seed), "burn_in")
     key = jax.random.fold_in(root, state.step)
-    sample = jax.jit(make_sampler(session.wavefunction, session.config))
+    sample = jax.jit(make_sampler(session.wavefunction, session.molecule, session.config))
     sampler = state.sampler
     for i in range(max(1, config.burn_in // config.moves)):
         sampler, acceptance = sample(state.params, sampler, key=jax.random.fold_in(key, i))

@@ -20,11 +20,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vmcjet import mcmc, optim
+from vmcjet import mcmc, memory, optim
 from vmcjet.config import Config
 from vmcjet.hamiltonian import make_local_energy
 from vmcjet.molecule import Molecule
 from vmcjet.networks import Wavefunction
+from vmcjet.networks.layers import Tape, dense_layer_names, named_leaves
 
 Params = Any
 
@@ -62,9 +63,122 @@ def log_abs_psi_fn(wavefunction: Wavefunction) -> Callable[[Params, jax.Array], 
     return lambda params, electrons: wavefunction.apply(params, electrons)[1]
 
 
-def per_walker_gradients(wavefunction: Wavefunction) -> Callable[[Params, jax.Array], Params]:
-    """(params, walkers (B, n, 3)) -> d log|psi| / d params, with a leading B on each leaf."""
-    return jax.vmap(jax.grad(log_abs_psi_fn(wavefunction)), in_axes=(None, 0))
+def per_walker_gradients(
+    wavefunction: Wavefunction, walker_batch_size: int | None = None
+) -> Callable[..., Params]:
+    """(params, walkers (B, n, 3), keep (B,) bool = all) -> d log|psi| / d params, with a leading
+    B on each leaf; rows of walkers not kept are zero (computed as the gradient of 0 * log|psi|,
+    so no masked copy of the B x P result is made: the walker must have a finite log|psi|).
+
+    Args:
+        walker_batch_size: walkers per `lax.map` chunk (None: all at once with vmap).
+    """
+    log_psi = log_abs_psi_fn(wavefunction)
+
+    def one(params: Params, electrons: jax.Array, keep: jax.Array) -> Params:
+        return jax.grad(lambda p: jnp.where(keep, 1.0, 0.0) * log_psi(p, electrons))(params)
+
+    def gradients(params: Params, walkers: jax.Array, keep: jax.Array | None = None) -> Params:
+        keep = jnp.ones(walkers.shape[:1], bool) if keep is None else keep
+        if walker_batch_size is None:
+            return jax.vmap(one, in_axes=(None, 0, 0))(params, walkers, keep)
+        return jax.lax.map(
+            lambda args: one(params, *args), (walkers, keep), batch_size=walker_batch_size
+        )
+
+    return gradients
+
+
+def energy_gradient_fn(
+    wavefunction: Wavefunction, walker_batch_size: int | None = None
+) -> Callable[[Params, jax.Array, jax.Array], Params]:
+    """(params, walkers (B, n, 3), residuals (B,)) -> 2 mean_b r_b d log|psi(r_b)| / d params.
+
+    One backward pass of sum_b r_b log|psi(r_b)| per chunk of walkers (a scan over full chunks,
+    then the remainder), so the per-walker gradients (B x P) are never formed.
+    """
+    batch_log_psi = jax.vmap(log_abs_psi_fn(wavefunction), in_axes=(None, 0))
+
+    def weighted_sum(params: Params, walkers: jax.Array, residuals: jax.Array) -> jax.Array:
+        return jnp.sum(jax.lax.stop_gradient(residuals) * batch_log_psi(params, walkers))
+
+    chunk_gradient = jax.grad(weighted_sum)
+
+    def gradient(params: Params, walkers: jax.Array, residuals: jax.Array) -> Params:
+        batch = walkers.shape[0]
+        chunk = min(walker_batch_size or batch, batch)
+        full = batch - batch % chunk
+        total = chunk_gradient(params, walkers[full:], residuals[full:])
+
+        def add_chunk(acc: Params, chunk_args: tuple[jax.Array, jax.Array]) -> tuple[Params, None]:
+            return jax.tree_util.tree_map(jnp.add, acc, chunk_gradient(params, *chunk_args)), None
+
+        chunks = (
+            walkers[:full].reshape(full // chunk, chunk, *walkers.shape[1:]),
+            residuals[:full].reshape(full // chunk, chunk),
+        )
+        total, _ = jax.lax.scan(add_chunk, total, chunks)
+        return jax.tree_util.tree_map(lambda g: 2.0 * g / batch, total)
+
+    return gradient
+
+
+def layer_records(
+    wavefunction: Wavefunction, walker_batch_size: int | None = None
+) -> Callable[[Params, jax.Array, jax.Array], optim.LayerRecords]:
+    """(params, walkers (B, n, 3), keep (B,) bool) -> `optim.LayerRecords` (for KFAC).
+
+    Per walker ONE `jax.vjp` of log|psi| with respect to the taps of a `Tape` (zero arrays added
+    to the dense layers' outputs, see `vmcjet.networks.layers`) and to the leaves outside the
+    dense layers gives every layer's output gradients g and those leaves' gradients; the tape's
+    recorded inputs are the vjp's auxiliary output. Walkers not kept get zero records (their
+    cotangent is 0). Vmapped over walkers, or `lax.map` chunks of `walker_batch_size`.
+
+    Raises:
+        ValueError: when a dense layer of the params (`dense_layer_names`) is not recorded.
+    """
+
+    def output_shapes(params: Params, electrons: jax.Array) -> dict[str, jax.Array]:
+        tape = Tape()
+        wavefunction.apply(params, electrons, tape)
+        return tape.outputs
+
+    def one(params: Params, electrons: jax.Array, keep: jax.Array, shapes: dict) -> tuple:
+        flat, treedef = jax.tree_util.tree_flatten(params)
+        paths = list(named_leaves(params))
+        owned = tuple(f"{name}." for name in shapes)
+        other = {p: leaf for p, leaf in zip(paths, flat, strict=True) if not p.startswith(owned)}
+
+        def log_psi(taps: dict, other_leaves: dict) -> tuple[jax.Array, dict]:
+            leaves = [other_leaves.get(p, leaf) for p, leaf in zip(paths, flat, strict=True)]
+            tape = Tape(taps)
+            log_abs = wavefunction.apply(treedef.unflatten(leaves), electrons, tape)[1]
+            return log_abs, tape.inputs
+
+        taps = {name: jnp.zeros(s.shape, s.dtype) for name, s in shapes.items()}
+        log_abs, pullback, inputs = jax.vjp(log_psi, taps, other, has_aux=True)
+        weight = jnp.where(keep, 1.0, 0.0).astype(log_abs.dtype)
+        tap_grads, other_grads = pullback(weight)
+        inputs = {name: a * weight for name, a in inputs.items()}
+        grads = {name: g.reshape(-1, g.shape[-1]) for name, g in tap_grads.items()}
+        return inputs, grads, other_grads
+
+    def records(params: Params, walkers: jax.Array, keep: jax.Array) -> optim.LayerRecords:
+        shapes = jax.eval_shape(output_shapes, params, walkers[0])
+        missing = sorted(set(dense_layer_names(params)) - set(shapes))
+        if missing:
+            raise ValueError(f"dense layers not recorded by the network's tape: {missing}")
+        if walker_batch_size is None:
+            out = jax.vmap(one, in_axes=(None, 0, 0, None))(params, walkers, keep, shapes)
+        else:
+            out = jax.lax.map(
+                lambda args: one(params, *args, shapes),
+                (walkers, keep),
+                batch_size=walker_batch_size,
+            )
+        return optim.LayerRecords(*out)
+
+    return records
 
 
 def masked_moments(values: jax.Array, finite: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -91,13 +205,35 @@ def _energy_residuals(local_energies: jax.Array, finite: jax.Array, clip_width: 
 
 
 def make_sampler(
-    wavefunction: Wavefunction, config: Config
+    wavefunction: Wavefunction, molecule: Molecule, config: Config
 ) -> Callable[..., tuple[mcmc.McmcState, jax.Array]]:
-    """The MCMC step `(params, sampler, *, key) -> (sampler, acceptance)` the config sets up."""
+    """The MCMC step `(params, sampler, *, key) -> (sampler, acceptance)` the config sets up
+    (the molecule's nuclei set the per-electron widths of the nucleus-scaled proposals)."""
     return mcmc.make_mcmc_step(
         log_abs_psi_fn(wavefunction),
         moves=config.mcmc.moves,
+        proposal=config.mcmc.proposal,
+        nuclei=molecule.coords,
+        charges=molecule.charges,
         target_acceptance=config.mcmc.target_acceptance,
+    )
+
+
+def make_local_energy_fn(
+    wavefunction: Wavefunction,
+    molecule: Molecule,
+    config: Config,
+    walker_batch_size: int | None = None,
+) -> Callable[..., jax.Array]:
+    """The local energy `(params, walkers (B, n, 3) bohr) -> (B,)` hartree, as the config sets it
+    up, with `walker_batch_size` walkers per kinetic-energy chunk (None: all at once)."""
+    return make_local_energy(
+        log_abs_psi_fn(wavefunction),
+        jnp.asarray(molecule.coords),
+        jnp.asarray(molecule.charges),
+        method=config.laplacian.method,
+        chunk_size=config.laplacian.chunk_size,
+        walker_batch_size=walker_batch_size,
     )
 
 
@@ -105,25 +241,97 @@ def make_sampler_and_local_energy(
     wavefunction: Wavefunction, molecule: Molecule, config: Config
 ) -> tuple[Callable[..., tuple[mcmc.McmcState, jax.Array]], Callable[..., jax.Array]]:
     """The MCMC step `(params, sampler, *, key) -> (sampler, acceptance)` and the local energy
-    `(params, walkers (B, n, 3)) -> (B,)` hartree, as the config sets them up."""
-    local_energy = make_local_energy(
-        log_abs_psi_fn(wavefunction),
-        jnp.asarray(molecule.coords),
-        jnp.asarray(molecule.charges),
-        method=config.laplacian.method,
-        chunk_size=config.laplacian.chunk_size,
-        walker_batch_size=config.laplacian.walker_batch_size,
+    (with `laplacian.walker_batch_size` chunks), as the config sets them up (used by eval)."""
+    local_energy = make_local_energy_fn(
+        wavefunction, molecule, config, config.laplacian.walker_batch_size
     )
-    return make_sampler(wavefunction, config), local_energy
+    return make_sampler(wavefunction, molecule, config), local_energy
+
+
+class WalkerChunks(NamedTuple):
+    """Walkers per chunk of the per-walker parts of a step (None: the whole batch at once)."""
+
+    local_energy: int | None
+    gradients: int | None
+
+
+def walker_chunks(
+    wavefunction: Wavefunction, molecule: Molecule, config: Config, optimiser: optim.Optimiser
+) -> WalkerChunks:
+    """Chunks from `config.memory_budget_mib` (see `vmcjet.memory`); an explicit
+    `laplacian.walker_batch_size` wins for the local energy. Without a budget: no gradient chunks.
+
+    Raises:
+        InputError: when the budget cannot hold one walker of a part.
+    """
+    explicit = config.laplacian.walker_batch_size
+    budget = config.memory_budget_mib
+    if budget is None:
+        return WalkerChunks(explicit, None)
+    dtype = jnp.dtype(config.precision)
+    params = jax.eval_shape(lambda: wavefunction.init(key=jax.random.key(0), dtype=dtype))
+    batch, n = config.batch_size, molecule.n_electrons
+
+    def walkers(count: int) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct((count, n, 3), dtype)
+
+    local_energy = explicit
+    if local_energy is None:
+
+        def energy_part(chunk: int, count: int) -> tuple[Callable[..., Any], tuple]:
+            energy = make_local_energy_fn(wavefunction, molecule, config, chunk)
+            return energy, (params, walkers(count))
+
+        local_energy = memory.walker_chunk("local energy", batch, energy_part, budget)
+
+    def gradients_part(chunk: int, count: int) -> tuple[Callable[..., Any], tuple]:
+        vector = jax.ShapeDtypeStruct((count,), dtype)
+        finite = jax.ShapeDtypeStruct((count,), jnp.bool_)
+        gradient_batch = make_gradient_batch(wavefunction, optimiser.needs, chunk)
+        return gradient_batch, (params, walkers(count), vector, finite)
+
+    fixed = 0  # SPRING's O (B x P) is the part's output, not among its temporaries: add it
+    if optim.PER_WALKER_GRADS in optimiser.needs:
+        fixed = batch * sum(leaf.size for leaf in jax.tree_util.tree_leaves(params))
+        fixed *= dtype.itemsize
+    gradients = memory.walker_chunk("gradients", batch, gradients_part, budget, fixed_bytes=fixed)
+    return WalkerChunks(local_energy, gradients)
+
+
+def make_gradient_batch(
+    wavefunction: Wavefunction, needs: frozenset[str], walker_batch_size: int | None = None
+) -> Callable[[Params, jax.Array, jax.Array, jax.Array], optim.GradientBatch]:
+    """`(params, walkers (B, n, 3), residuals (B,), finite (B,) bool) -> GradientBatch` with the
+    fields in `needs`. Walkers left out (finite False) are evaluated at a finite walker's place
+    and weighted by zero, so their non-finite values never reach the gradients."""
+    per_walker = per_walker_gradients(wavefunction, walker_batch_size)
+    gradient = energy_gradient_fn(wavefunction, walker_batch_size)
+    records = layer_records(wavefunction, walker_batch_size)
+
+    def batch(params, walkers, residuals, finite) -> optim.GradientBatch:
+        stand_in = walkers[jnp.argmax(finite)]
+        safe = jnp.where(finite[:, None, None], walkers, stand_in[None])
+        fields = {}
+        if optim.PER_WALKER_GRADS in needs:
+            fields["per_walker_grads"] = per_walker(params, safe, finite)
+        if optim.GRADIENT in needs:
+            fields["gradient"] = gradient(params, safe, residuals)
+        if optim.LAYERS in needs:
+            fields["layers"] = records(params, safe, finite)
+        return optim.GradientBatch(residuals, **fields)
+
+    return batch
 
 
 def make_train_step(
     wavefunction: Wavefunction, molecule: Molecule, config: Config
 ) -> Callable[..., tuple[TrainState, StepStats]]:
     """Returns `step(state, *, root_key) -> (state, stats)`, pure and jittable."""
-    sample, local_energy = make_sampler_and_local_energy(wavefunction, molecule, config)
     optimiser = optim.make_optimiser(config.optim)
-    per_walker_grads = per_walker_gradients(wavefunction)
+    chunks = walker_chunks(wavefunction, molecule, config, optimiser)
+    sample = make_sampler(wavefunction, molecule, config)
+    local_energy = make_local_energy_fn(wavefunction, molecule, config, chunks.local_energy)
+    gradient_batch = make_gradient_batch(wavefunction, optimiser.needs, chunks.gradients)
 
     def step(state: TrainState, *, root_key: jax.Array) -> tuple[TrainState, StepStats]:
         key = jax.random.fold_in(root_key, state.step)
@@ -132,11 +340,8 @@ def make_train_step(
         finite = jnp.isfinite(energies) & jnp.isfinite(sampler.log_abs_psi)
         energy, variance = masked_moments(energies, finite)
         residuals = _energy_residuals(energies, finite, config.optim.clip_width)
-        grads = per_walker_grads(state.params, sampler.walkers)
-        grads = jax.tree_util.tree_map(
-            lambda g: jnp.where(finite.reshape((-1,) + (1,) * (g.ndim - 1)), g, 0.0), grads
-        )
-        updates, opt_state = optimiser.update(grads, residuals, state.opt_state, state.params)
+        batch = gradient_batch(state.params, sampler.walkers, residuals, finite)
+        updates, opt_state = optimiser.update(batch, state.opt_state, state.params)
         ok = _tree_all_finite(updates) & _tree_all_finite(opt_state)
         params = jax.tree_util.tree_map(lambda p, u: jnp.where(ok, p + u, p), state.params, updates)
         opt_state = jax.tree_util.tree_map(

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from vmcjet.config import FermiNetConfig
 from vmcjet.networks.features import electron_electron, stack_inputs
-from vmcjet.networks.layers import dense, dense_size, init_dense
+from vmcjet.networks.layers import Tape, dense, dense_size, init_dense, scope
 
 
 def _layer_widths(cfg: FermiNetConfig, shape: tuple[int, int, int]) -> list[tuple[int, int, bool]]:
@@ -62,13 +62,16 @@ def ferminet_size(cfg: FermiNetConfig, shape: tuple[int, int, int]) -> int:
     )
 
 
-def _one_electron_update(params: dict, h: jax.Array, g: jax.Array, groups) -> jax.Array:
+def _one_electron_update(
+    params: dict, h: jax.Array, g: jax.Array, groups, tape: Tape | None = None
+) -> jax.Array:
     """V f_i + b with f_i = [h_i, spin means of h, spin means of g_i.] ((1+G) d1 + G d2 rows of V).
 
     Two matrix products instead of one per block of f_i: the per-electron parts [h_i, spin means
     of g_i.] go through one product, and the spin means of h, the same for every electron, through
     another that is computed once (not per electron) and broadcast. Same linear map as
-    concatenating f_i, with fewer passes over the (n, H1) output.
+    concatenating f_i, with fewer passes over the (n, H1) output. A `tape` records the logical
+    input, the full f (n, (1+G) d1 + G d2) whose weight is all of V.
     """
     w, d1, n_groups = params["w"], h.shape[1], len(groups)
     h_means = [jnp.mean(h[a:b], axis=0) for a, b in groups]
@@ -76,7 +79,11 @@ def _one_electron_update(params: dict, h: jax.Array, g: jax.Array, groups) -> ja
     per_electron = jnp.concatenate([h, *g_means], axis=1)
     w_per_electron = jnp.concatenate([w[:d1], w[(1 + n_groups) * d1 :]])
     shared = jnp.concatenate(h_means) @ w[d1 : (1 + n_groups) * d1] + params["b"]
-    return per_electron @ w_per_electron + shared[None, :]
+    out = per_electron @ w_per_electron + shared[None, :]
+    if tape is None:
+        return out
+    broadcast = jnp.broadcast_to(jnp.concatenate(h_means), (h.shape[0], n_groups * d1))
+    return tape.tag(jnp.concatenate([h, broadcast, *g_means], axis=1), out, bias=True)
 
 
 def _residual(new: jax.Array, old: jax.Array) -> jax.Array:
@@ -90,6 +97,7 @@ def apply_ferminet(
     r_ae: jax.Array,
     groups: tuple[tuple[int, int], ...],
     inputs: str,
+    tape: Tape | None = None,
 ) -> jax.Array:
     """Final one-electron features.
 
@@ -100,6 +108,7 @@ def apply_ferminet(
         r_ae: (n, n_atoms, 1) electron-nucleus distances, bohr.
         groups: (start, stop) of each non-empty spin channel.
         inputs: "vectors" or "distances" (see the module docstring).
+        tape: records the layers "<l>.one" and "<l>.two" (see `vmcjet.networks.layers`).
 
     Returns:
         (n, hidden_one) features h^L.
@@ -107,9 +116,10 @@ def apply_ferminet(
     n = electrons.shape[0]
     h = stack_inputs(ae, r_ae, inputs).reshape(n, -1)
     g = stack_inputs(*electron_electron(electrons), inputs)
-    for layer in params:
-        h_new = _residual(jnp.tanh(_one_electron_update(layer["one"], h, g, groups)), h)
+    for index, layer in enumerate(params):
+        one = _one_electron_update(layer["one"], h, g, groups, scope(tape, index, "one"))
+        h_new = _residual(jnp.tanh(one), h)
         if "two" in layer:
-            g = _residual(jnp.tanh(dense(layer["two"], g)), g)
+            g = _residual(jnp.tanh(dense(layer["two"], g, scope(tape, index, "two"))), g)
         h = h_new
     return h

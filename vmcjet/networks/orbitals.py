@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from vmcjet.networks.envelopes import apply_envelope, envelope_size, init_envelope
-from vmcjet.networks.layers import dense, dense_size, init_dense
+from vmcjet.networks.layers import Tape, dense, dense_size, init_dense, scope
 
 
 def orbital_widths(groups: tuple[tuple[int, int], ...], full: bool) -> list[int]:
@@ -56,6 +56,7 @@ def apply_orbitals(
     r_ae: jax.Array,
     groups: tuple[tuple[int, int], ...],
     n_dets: int,
+    tape: Tape | None = None,
 ) -> list[jax.Array]:
     """Orbital values per spin channel.
 
@@ -66,15 +67,15 @@ def apply_orbitals(
         r_ae: (n, n_atoms, 1) electron-nucleus distances, bohr.
         groups: (start, stop) of each non-empty spin channel.
         n_dets: number of determinants K.
+        tape: records the linear maps "<channel>.linear" (see `vmcjet.networks.layers`).
 
     Returns:
         Per channel, (K, n_s, n_orb) with [k, i, j] = phi_kj(r_i).
     """
     blocks = []
-    for channel, (a, b) in zip(params, groups, strict=True):
-        values = dense(channel["linear"], h[a:b]) * apply_envelope(
-            channel["envelope"], ae[a:b], r_ae[a:b]
-        )
+    for index, (channel, (a, b)) in enumerate(zip(params, groups, strict=True)):
+        linear = dense(channel["linear"], h[a:b], scope(tape, index, "linear"))
+        values = linear * apply_envelope(channel["envelope"], ae[a:b], r_ae[a:b])
         values = values.reshape(b - a, n_dets, -1)
         blocks.append(jnp.transpose(values, (1, 0, 2)))
     return blocks

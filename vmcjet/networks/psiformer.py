@@ -20,7 +20,7 @@ import numpy as np
 
 from vmcjet.config import PsiformerConfig
 from vmcjet.networks.features import stack_inputs
-from vmcjet.networks.layers import dense, init_dense, init_layer_norm, layer_norm
+from vmcjet.networks.layers import Tape, dense, init_dense, init_layer_norm, layer_norm, scope
 
 
 def model_width(cfg: PsiformerConfig) -> int:
@@ -57,16 +57,17 @@ def psiformer_size(cfg: PsiformerConfig, n_inputs: int) -> int:
     return (n_inputs + 2) * width + cfg.layers * (5 * width * width + 5 * width)
 
 
-def _attention(layer: dict, x: jax.Array, heads: int) -> jax.Array:
-    """Multi-head self-attention over the n electrons; x (n, D) -> (n, D)."""
+def _attention(layer: dict, x: jax.Array, heads: int, tape: Tape | None = None) -> jax.Array:
+    """Multi-head self-attention over the n electrons; x (n, D) -> (n, D). `tape` is scoped to
+    the layer's dict."""
     n, width = x.shape
-    q, k, v = (dense(layer[name], x).reshape(n, heads, -1) for name in "qkv")
+    q, k, v = (dense(layer[name], x, scope(tape, name)).reshape(n, heads, -1) for name in "qkv")
     scores = jnp.einsum("ihd,jhd->hij", q, k) / np.sqrt(width // heads).item()
     scores = scores - jax.lax.stop_gradient(jnp.max(scores, axis=2, keepdims=True))
     weights = jnp.exp(scores)
     weights = weights / jnp.sum(weights, axis=2, keepdims=True)
     mixed = jnp.einsum("hij,jhd->ihd", weights, v).reshape(n, width)
-    return dense(layer["o"], mixed)
+    return dense(layer["o"], mixed, scope(tape, "o"))
 
 
 def apply_psiformer(
@@ -76,6 +77,7 @@ def apply_psiformer(
     r_ae: jax.Array,
     n_alpha: int,
     inputs: str,
+    tape: Tape | None = None,
 ) -> jax.Array:
     """Final electron features.
 
@@ -86,6 +88,7 @@ def apply_psiformer(
         r_ae: (n, n_atoms, 1) electron-nucleus distances, bohr.
         n_alpha: number of alpha electrons (the first rows).
         inputs: "vectors" or "distances" (see the module docstring).
+        tape: records "embed" and "layers.<l>.{q,k,v,o,mlp}" (see `vmcjet.networks.layers`).
 
     Returns:
         (n, heads * head_dim) features h^L.
@@ -95,8 +98,10 @@ def apply_psiformer(
     spin = np.where(np.arange(n) < n_alpha, 1.0, -1.0)[:, None].astype(ae.dtype)
     x = stack_inputs(ae * (log_r / r_ae), log_r, inputs).reshape(n, -1)
     x = jnp.concatenate([x, spin], axis=1)
-    h = dense(params["embed"], x)
-    for layer in params["layers"]:
-        h = h + _attention(layer, layer_norm(layer["ln_attn"], h), cfg.heads)
-        h = h + jnp.tanh(dense(layer["mlp"], layer_norm(layer["ln_mlp"], h)))
+    h = dense(params["embed"], x, scope(tape, "embed"))
+    for index, layer in enumerate(params["layers"]):
+        layer_tape = scope(tape, "layers", index)
+        h = h + _attention(layer, layer_norm(layer["ln_attn"], h), cfg.heads, layer_tape)
+        mlp = dense(layer["mlp"], layer_norm(layer["ln_mlp"], h), scope(layer_tape, "mlp"))
+        h = h + jnp.tanh(mlp)
     return h

@@ -3,7 +3,8 @@
     psi(r) = exp(J(r)) sum_k det[phi_kj(r_i)]
 
 `apply` returns (sign, log|psi|) for one walker; batch it with `jax.vmap`. Parameters are cast to
-the electrons' dtype inside `apply`, so float32 parameters can be evaluated in float64.
+the electrons' dtype inside `apply`, so float32 parameters can be evaluated in float64. An optional
+third argument, a `Tape` (vmcjet.networks.layers), records every dense layer for KFAC.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from vmcjet.networks.envelopes import check_envelope
 from vmcjet.networks.features import INPUTS, electron_nucleus, input_width, spin_groups
 from vmcjet.networks.ferminet import apply_ferminet, ferminet_size, init_ferminet
 from vmcjet.networks.jastrow import apply_jastrow, init_jastrow
+from vmcjet.networks.layers import Tape, scope
 from vmcjet.networks.orbitals import apply_orbitals, init_orbitals, orbital_widths, orbitals_size
 from vmcjet.networks.psiformer import apply_psiformer, init_psiformer, model_width, psiformer_size
 
@@ -38,7 +40,8 @@ class Wavefunction(NamedTuple):
     """Pure functions of a neural wavefunction.
 
     init(*, key, dtype=jnp.float32) -> params (a pytree of arrays).
-    apply(params, electrons (n, 3) bohr) -> (sign, log|psi|) scalars.
+    apply(params, electrons (n, 3) bohr, tape=None) -> (sign, log|psi|) scalars; a `Tape`
+        records the dense layers (names: key paths in params, `dense_layer_names`).
     orbitals(params, electrons (n, 3) bohr) -> (K, n, n) orbital matrices [k, i, j] = phi_kj(r_i).
     """
 
@@ -141,14 +144,24 @@ def _init_params(cfg: NetworkConfig, layout: _Layout, key: jax.Array, dtype) -> 
     return params
 
 
-def _orbital_blocks(cfg: NetworkConfig, layout: _Layout, params: dict, electrons: jax.Array):
+def _orbital_blocks(
+    cfg: NetworkConfig, layout: _Layout, params: dict, electrons: jax.Array, tape: Tape | None
+):
     """Per spin channel (K, n_s, n_orb) orbital values at electrons (n, 3), bohr."""
     ae, r_ae = electron_nucleus(electrons, layout.coords.astype(electrons.dtype))
+    backbone = scope(tape, "backbone")
     if cfg.kind == "ferminet":
-        h = apply_ferminet(params["backbone"], electrons, ae, r_ae, layout.groups, cfg.inputs)
+        h = apply_ferminet(
+            params["backbone"], electrons, ae, r_ae, layout.groups, cfg.inputs, backbone
+        )
     else:
-        h = apply_psiformer(params["backbone"], cfg.psiformer, ae, r_ae, layout.n_alpha, cfg.inputs)
-    return apply_orbitals(params["orbitals"], h, ae, r_ae, layout.groups, cfg.determinants)
+        h = apply_psiformer(
+            params["backbone"], cfg.psiformer, ae, r_ae, layout.n_alpha, cfg.inputs, backbone
+        )
+    orbitals = scope(tape, "orbitals")
+    return apply_orbitals(
+        params["orbitals"], h, ae, r_ae, layout.groups, cfg.determinants, orbitals
+    )
 
 
 def _same_spin_coincide(electrons: jax.Array, layout: _Layout) -> jax.Array:
@@ -171,9 +184,11 @@ def make_wavefunction(network_config: NetworkConfig, molecule: Molecule) -> Wave
     def init(*, key: jax.Array, dtype=jnp.float32) -> dict:
         return _init_params(cfg, layout, key, dtype)
 
-    def apply(params: dict, electrons: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def apply(
+        params: dict, electrons: jax.Array, tape: Tape | None = None
+    ) -> tuple[jax.Array, jax.Array]:
         params = _cast(params, electrons.dtype)
-        blocks = _orbital_blocks(cfg, layout, params, electrons)
+        blocks = _orbital_blocks(cfg, layout, params, electrons, tape)
         sign, log_abs = signed_log_sum(*log_determinants(blocks, cfg.full_determinant))
         if cfg.jastrow:
             jastrow = apply_jastrow(params["jastrow"], electrons, layout.n_alpha, layout.n_beta)
@@ -182,7 +197,7 @@ def make_wavefunction(network_config: NetworkConfig, molecule: Molecule) -> Wave
 
     def orbitals(params: dict, electrons: jax.Array) -> jax.Array:
         params = _cast(params, electrons.dtype)
-        blocks = _orbital_blocks(cfg, layout, params, electrons)
+        blocks = _orbital_blocks(cfg, layout, params, electrons, None)
         return dense_matrices(blocks, cfg.full_determinant)
 
     return Wavefunction(init=init, apply=apply, orbitals=orbitals)

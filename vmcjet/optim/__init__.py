@@ -1,21 +1,26 @@
-"""Optimisers of the VMC energy: SPRING (default) and Adam, as pure (init, update) pairs.
+"""Optimisers of the VMC energy: SPRING (default), KFAC and Adam, as pure `Optimiser`s.
 
-See `vmcjet.optim.gradient` for the update signature shared by both.
+See `vmcjet.optim.gradient` for the update signature (a `GradientBatch`) they share.
 """
 
-from vmcjet.config import OptimConfig
+from vmcjet.config import OPTIMIZERS, OptimConfig
 from vmcjet.errors import InputError
 from vmcjet.optim.gradient import (
+    GRADIENT,
+    LAYERS,
+    PER_WALKER_GRADS,
+    GradientBatch,
+    LayerRecords,
     Optimiser,
     adam,
+    batch_gradient,
     clip_local_energies,
     energy_gradient,
     energy_gradient_residuals,
     standard_promotion,
 )
+from vmcjet.optim.kfac import KfacState, kfac
 from vmcjet.optim.spring import SpringState, spring
-
-OPTIMISERS = ("spring", "adam")
 
 
 def make_optimiser(config: OptimConfig) -> Optimiser:
@@ -31,21 +36,42 @@ def make_optimiser(config: OptimConfig) -> Optimiser:
             damping=config.damping,
             momentum=config.momentum,
             max_norm=config.max_norm,
+            kernel_dtype=config.kernel_dtype,
         )
     if config.optimizer == "adam":
         return adam(config.lr, decay=config.lr_decay)
-    choices = ", ".join(OPTIMISERS)
+    if config.optimizer == "kfac":
+        settings = config.kfac
+        return kfac(
+            settings.lr,
+            decay=settings.lr_decay,
+            damping=settings.damping,
+            ema_decay=settings.decay,
+            inverse_period=settings.inverse_period,
+            max_norm=settings.max_norm,
+            centred=settings.centred,
+            sharing=settings.sharing,
+        )
+    choices = ", ".join(OPTIMIZERS)
     raise InputError(f"unknown optimizer '{config.optimizer}'; choose one of {choices}")
 
 
 __all__ = [
-    "OPTIMISERS",
+    "GRADIENT",
+    "LAYERS",
+    "OPTIMIZERS",
+    "PER_WALKER_GRADS",
+    "GradientBatch",
+    "KfacState",
+    "LayerRecords",
     "Optimiser",
     "SpringState",
     "adam",
+    "batch_gradient",
     "clip_local_energies",
     "energy_gradient",
     "energy_gradient_residuals",
+    "kfac",
     "make_optimiser",
     "spring",
     "standard_promotion",

@@ -10,11 +10,12 @@ energies are clipped to median +/- width * mean|E_L - median| first; the reporte
 unclipped mean. The residuals r_b = E_clipped,b - mean_b E_clipped (hartree) are the input of both
 optimisers.
 
-Every optimiser here is an `Optimiser(init, update)` pair in the optax style, but its update takes
-per-walker gradients of log|psi| and the residuals instead of a gradient:
-`update(per_walker_grads, residuals, state, params=None) -> (updates, state)`, where
-`per_walker_grads` is the parameter pytree with a leading walker axis B on every leaf and the
-updates are added to the parameters (`optax.apply_updates`).
+Every optimiser here is an `Optimiser(init, update, needs)` triple in the optax style, but its
+update takes a `GradientBatch` instead of a gradient: `update(batch, state, params=None) ->
+(updates, state)`, and the updates are added to the parameters (`optax.apply_updates`). `needs`
+names the fields of the batch the optimiser reads, so the train step computes only those: the
+per-walker gradients O (B x P, what SPRING needs), the energy gradient alone (one backward pass,
+what Adam needs), or per-layer records (KFAC).
 """
 
 from __future__ import annotations
@@ -30,16 +31,68 @@ Array = jax.Array
 PyTree = Any
 
 
+# The fields of a GradientBatch beyond the residuals that an optimiser can ask for.
+PER_WALKER_GRADS = "per_walker_grads"
+GRADIENT = "gradient"
+LAYERS = "layers"
+
+
+class LayerRecords(NamedTuple):
+    """Per-walker records of the dense layers (what KFAC reads), from one `jax.vjp` of log|psi|
+    with a `vmcjet.networks.layers.Tape`; names are key paths in the params ("backbone.0.one").
+
+    Attributes:
+        inputs: {layer name: (B, rows, n_in (+1))} each dense layer's input rows a (a trailing 1
+            for the bias; rows are electrons, pairs, ...), zero for walkers left out.
+        output_grads: {layer name: (B, rows, n_out)} g = d log|psi| / d (layer output) per row,
+            so d log|psi| / d [w; b] = sum_rows a g^T.
+        other_grads: {leaf path: (B, *leaf shape)} per-walker d log|psi| / d leaf for every
+            parameter leaf outside the dense layers (envelopes, Jastrow, LayerNorm).
+    """
+
+    inputs: dict[str, Array]
+    output_grads: dict[str, Array]
+    other_grads: dict[str, Array]
+
+
+class GradientBatch(NamedTuple):
+    """What a train step hands its optimiser; the fields it does not `need` may be None.
+
+    Attributes:
+        residuals: centred clipped local energies r_b, shape (B,), hartree (0 for walkers left
+            out of the step).
+        per_walker_grads: O_b = d log|psi(r_b)| / d theta, the parameter pytree with a leading
+            walker axis B on every leaf.
+        gradient: the energy gradient 2 mean_b r_b O_b, a parameter pytree.
+        layers: `LayerRecords` of the network's dense layers (inputs, output gradients) and
+            the per-walker gradients of its other leaves, for KFAC.
+    """
+
+    residuals: Array
+    per_walker_grads: PyTree = None
+    gradient: PyTree = None
+    layers: Any = None
+
+
+def batch_gradient(batch: GradientBatch) -> PyTree:
+    """The energy gradient of `batch`: its `gradient`, else 2 mean_b r_b O_b from its O."""
+    if batch.gradient is not None:
+        return batch.gradient
+    return energy_gradient(batch.per_walker_grads, batch.residuals)
+
+
 class Optimiser(NamedTuple):
-    """A pure optimiser from per-walker gradients and local-energy residuals.
+    """A pure optimiser of the VMC energy.
 
     Attributes:
         init: params -> state.
-        update: (per_walker_grads, residuals (B,), state, params=None) -> (updates, state).
+        update: (batch: GradientBatch, state, params=None) -> (updates, state).
+        needs: the `GradientBatch` fields update reads (PER_WALKER_GRADS, GRADIENT, LAYERS).
     """
 
     init: Callable[[PyTree], PyTree]
     update: Callable[..., tuple[PyTree, PyTree]]
+    needs: frozenset[str] = frozenset({PER_WALKER_GRADS})
 
 
 def clip_local_energies(local_energies: Array, width: float) -> Array:
@@ -106,7 +159,7 @@ def standard_promotion(
 
 
 def adam(learning_rate: float, *, decay: float = 0.0, **adam_kwargs: Any) -> Optimiser:
-    """Adam (optax) on the energy gradient `energy_gradient(per_walker_grads, residuals)`.
+    """Adam (optax) on the energy gradient (`batch_gradient`; needs only the gradient).
 
     Args:
         learning_rate: initial learning rate; the rate at step t is lr / (1 + decay * t).
@@ -120,7 +173,7 @@ def adam(learning_rate: float, *, decay: float = 0.0, **adam_kwargs: Any) -> Opt
         optax.adam(decaying_learning_rate(learning_rate, decay), **adam_kwargs)
     )
 
-    def update(per_walker_grads, residuals, state, params=None):
-        return inner.update(energy_gradient(per_walker_grads, residuals), state, params)
+    def update(batch: GradientBatch, state, params=None):
+        return inner.update(batch_gradient(batch), state, params)
 
-    return Optimiser(inner.init, update)
+    return Optimiser(inner.init, update, frozenset({GRADIENT}))

@@ -22,33 +22,64 @@ O_bar O_bar^T + (1/B) 1 1^T + lambda I: the right-hand side is centred, hence or
 on that subspace the added term vanishes, so the solution is unchanged, while the matrix stays
 well conditioned even for tiny lambda (1 is an eigenvector with eigenvalue 1 + lambda).
 
+Per-leaf kernel: O is never concatenated into one B x P array. With O_l (B, P_l) the rows of
+parameter leaf l (cut into column blocks of at most BLOCK_ELEMENTS entries), O_bar O_bar^T =
+sum_l O_bar_l O_bar_l^T and O_bar^T zeta is the list of O_bar_l^T zeta = (O_l^T zeta -
+mean_l sum(zeta)) / sqrt(B), so beyond the per-walker gradients themselves the update holds one
+centred block at a time, the B x B kernel and (P,) vectors.
+
+Precision: the kernel and its Cholesky solve are in float64 by default (`kernel_dtype`), also in
+float32 runs: each centred block is converted to float64 and its product O_bar_l O_bar_l^T
+accumulated in float64, inside a `jax.enable_x64` scope, so the network and O stay float32. The
+float32 product is the weak link, not the solve: its rounding error grows with the length P_l of
+the sum, and a float64 sum and solve of float32 products gains only 1.5x in accuracy where a float64
+product gains 100x or more (tests/test_spring.py; measured on LiH, docs/benchmarks.md "Whole step").
+The float64 kernel costs about twice the float32 one; `kernel_dtype = "float32"` is the fast option.
+The kernel's condition number is about its largest eigenvalue over the damping; in float32,
+Cholesky's backward error (about B eps_32 |K|, 6e-5 |K| at B = 1024) can exceed the damping itself
+(docs/benchmarks.md, "whole step"). The products O_bar^T zeta are done in O's dtype.
+
 Step and norm constraint (the Euclidean version of the KFAC/FermiNet constraint, which uses
 lr^2 phi^T F phi): with lr_t = lr / (1 + decay t), the update is -c lr_t phi where
-c = min(1, sqrt(max_norm / (lr_t^2 |phi|^2))), so that |update|^2 = c^2 lr_t^2 |phi|^2 <= max_norm.
-The state keeps the unconstrained phi as phi_prev for the next step.
+c = min(1, sqrt(max_norm / (lr^2 |phi|^2))): the bound applies to the initial rate's step, so
+|update|^2 <= max_norm (lr_t / lr)^2 and the schedule keeps shrinking the step once the bound is
+active (with the bound on lr_t |phi| instead, decay stopped mattering as soon as the bound bit and
+the parameters random-walked at a fixed step length). The state keeps the unconstrained phi as
+phi_prev for the next step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.scipy.linalg import cho_factor, cho_solve
 
 from vmcjet.errors import InputError
-from vmcjet.optim.gradient import Optimiser, PyTree, decaying_learning_rate
+from vmcjet.optim.gradient import (
+    PER_WALKER_GRADS,
+    GradientBatch,
+    Optimiser,
+    PyTree,
+    decaying_learning_rate,
+)
 
 Array = jax.Array
+KERNEL_DTYPES = ("float64", "float32")
+# Largest block of O (entries) centred at a time: 16 Mi entries, 128 MiB in float64.
+BLOCK_ELEMENTS = 1 << 24
 
 
 class SpringState(NamedTuple):
     """State of SPRING.
 
     Attributes:
-        direction: the previous (unconstrained) direction phi_prev, flattened, shape (P,).
+        direction: the previous (unconstrained) direction phi_prev, flattened in
+            `ravel_pytree` order of the parameters, shape (P,).
         step: number of updates done, int32 scalar.
     """
 
@@ -56,50 +87,87 @@ class SpringState(NamedTuple):
     step: Array
 
 
-def flatten_per_walker(per_walker_grads: PyTree) -> tuple[Array, Callable[[Array], PyTree]]:
-    """Per-walker gradients as a matrix O (B, P) and the function unflattening a (P,) vector.
-
-    Columns follow `jax.flatten_util.ravel_pytree` of one walker's gradient.
-    """
+def leaf_rows(per_walker_grads: PyTree) -> list[Array]:
+    """The per-walker gradients as one (B, P_l) matrix per parameter leaf, in `ravel_pytree`
+    order (their concatenation along axis 1 is O, never formed)."""
     leaves = jax.tree_util.tree_leaves(per_walker_grads)
-    batch = leaves[0].shape[0]
-    matrix = jnp.concatenate([leaf.reshape(batch, -1) for leaf in leaves], axis=1)
-    one_walker = jax.tree_util.tree_map(
-        lambda leaf: jnp.zeros(leaf.shape[1:], leaf.dtype), per_walker_grads
-    )
-    _, unravel = ravel_pytree(one_walker)
-    return matrix, unravel
+    return [leaf.reshape(leaf.shape[0], -1) for leaf in leaves]
+
+
+def column_blocks(rows: list[Array], max_elements: int = BLOCK_ELEMENTS) -> list[Array]:
+    """`rows` with every (B, P_l) matrix cut into column blocks of at most `max_elements`
+    entries (at least one column each), in order."""
+    blocks = []
+    for leaf in rows:
+        width = max(1, max_elements // leaf.shape[0])
+        blocks += [leaf[:, start : start + width] for start in range(0, leaf.shape[1], width)]
+    return blocks
+
+
+def _split(vector: Array, rows: list[Array]) -> list[Array]:
+    """A (P,) vector cut into the (P_l,) pieces that match `rows`."""
+    offsets = np.cumsum([r.shape[1] for r in rows])[:-1]
+    return jnp.split(vector, offsets)
 
 
 def spring_direction(
-    grads: Array, residuals: Array, previous: Array, *, damping: float, momentum: float
+    rows: list[Array],
+    residuals: Array,
+    previous: Array,
+    *,
+    damping: float,
+    momentum: float,
+    kernel_dtype: str = "float64",
+    max_block_elements: int = BLOCK_ELEMENTS,
 ) -> Array:
-    """The SPRING direction phi (see the module docstring).
+    """The SPRING direction phi (see the module docstring), block by block.
 
     Args:
-        grads: per-walker gradients of log|psi|, O, shape (B, P).
+        rows: per-walker gradients of log|psi|, one (B, P_l) matrix per leaf (`leaf_rows`).
         residuals: local energies minus their mean (clipped), shape (B,), hartree.
-        previous: previous direction phi_prev, shape (P,).
+        previous: previous direction phi_prev, shape (P,) with P = sum_l P_l.
         damping: Tikhonov damping lambda > 0.
         momentum: mu in [0, 1).
+        kernel_dtype: dtype of the B x B kernel (its products) and its solve, "float64" or
+            "float32".
+        max_block_elements: leaves with more entries are processed in column blocks.
 
     Returns:
-        phi, shape (P,).
+        phi, shape (P,), in the rows' dtype.
     """
-    batch = grads.shape[0]
-    scale = jnp.sqrt(jnp.asarray(batch, grads.dtype))
-    centred = (grads - jnp.mean(grads, axis=0, keepdims=True)) / scale
-    eps = (residuals - jnp.mean(residuals)).astype(grads.dtype) / scale
-    decayed = momentum * previous
-    ones = jnp.full((batch, batch), 1.0 / batch, grads.dtype)
-    kernel = centred @ centred.T + ones + damping * jnp.eye(batch, dtype=grads.dtype)
-    zeta = cho_solve(cho_factor(kernel), eps - centred @ decayed)
-    return centred.T @ zeta + decayed
+    rows = column_blocks(rows, max_block_elements)
+    dtype = rows[0].dtype
+    batch = rows[0].shape[0]
+    scale = float(np.sqrt(batch))
+    decayed = [momentum * p for p in _split(previous.astype(dtype), rows)]
+    means = [jnp.mean(leaf, axis=0) for leaf in rows]
+    wide = jnp.float64 in (jnp.dtype(dtype), jnp.dtype(kernel_dtype))
+    solve_dtype = jnp.dtype(jnp.float64 if wide else jnp.float32)
+    x64 = jax.enable_x64(True) if wide else contextlib.nullcontext()
+    with x64:
+        kernel = jnp.full((batch, batch), 1.0 / batch, solve_dtype)
+        kernel = kernel + damping * jnp.eye(batch, dtype=solve_dtype)
+        target = (residuals - jnp.mean(residuals)).astype(solve_dtype) / scale
+        for leaf, mean, phi_prev in zip(rows, means, decayed, strict=True):
+            centred = ((leaf - mean[None]) / scale).astype(solve_dtype)
+            kernel = kernel + centred @ centred.T
+            target = target - centred @ phi_prev.astype(solve_dtype)
+        zeta = cho_solve(cho_factor(kernel), target).astype(dtype)
+    # O_bar_l^T zeta = (O_l^T zeta - mean_l sum(zeta)) / sqrt(B): no second centred copy.
+    total = jnp.sum(zeta)
+    pieces = [
+        (leaf.T @ zeta - mean * total) / scale + p
+        for leaf, mean, p in zip(rows, means, decayed, strict=True)
+    ]
+    return jnp.concatenate(pieces)
 
 
-def constrained_step(direction: Array, learning_rate: Array, max_norm: float) -> Array:
-    """-c lr phi with c = min(1, sqrt(max_norm / (lr^2 |phi|^2))), so |step|^2 <= max_norm."""
-    squared = learning_rate**2 * jnp.sum(direction**2)
+def constrained_step(
+    direction: Array, learning_rate: Array, initial_rate: float, max_norm: float
+) -> Array:
+    """-c lr_t phi with c = min(1, sqrt(max_norm / (lr_0^2 |phi|^2))): |step|^2 <= max_norm
+    (lr_t / lr_0)^2, so the step keeps shrinking with the schedule when the bound is active."""
+    squared = initial_rate**2 * jnp.sum(direction**2)
     scale = jnp.minimum(1.0, jnp.sqrt(max_norm / jnp.maximum(squared, jnp.finfo(squared).tiny)))
     return -scale * learning_rate * direction
 
@@ -111,29 +179,36 @@ def spring(
     damping: float = 1e-3,
     momentum: float = 0.99,
     max_norm: float = 1e-3,
+    kernel_dtype: str = "float64",
 ) -> Optimiser:
-    """SPRING as a pure (init, update) pair.
+    """SPRING as a pure `Optimiser` (it needs the per-walker gradients).
 
     Args:
         learning_rate: initial learning rate lr; lr_t = lr / (1 + decay t).
         decay: learning-rate decay per step.
         damping: Tikhonov damping lambda of the sample-space kernel (> 0).
         momentum: mu, the weight of the previous direction, in [0, 1).
-        max_norm: bound on the squared Euclidean norm of each parameter update (> 0).
+        max_norm: bound on the squared Euclidean norm of the step at the initial rate (> 0).
+        kernel_dtype: dtype of the B x B kernel and its Cholesky solve ("float64", "float32").
 
     Returns:
-        `Optimiser(init, update)`: `init(params) -> SpringState`;
-        `update(per_walker_grads, residuals (B,), state, params=None) -> (updates, state)` with
-        per_walker_grads the parameter pytree with a leading walker axis (gradients of log|psi|)
-        and residuals the centred clipped local energies (hartree). Add updates to the params.
+        `Optimiser(init, update, needs)`: `init(params) -> SpringState`;
+        `update(batch, state, params=None) -> (updates, state)` reads `batch.per_walker_grads`
+        (the parameter pytree with a leading walker axis: gradients of log|psi|) and
+        `batch.residuals` (B,), hartree. Add updates to the params.
 
     Raises:
-        InputError: for damping <= 0, momentum outside [0, 1) or max_norm <= 0.
+        InputError: for damping <= 0, momentum outside [0, 1), max_norm <= 0 or an unknown
+            kernel dtype.
     """
     if damping <= 0 or not 0 <= momentum < 1 or max_norm <= 0:
         raise InputError(
             f"SPRING needs damping > 0, 0 <= momentum < 1 and max_norm > 0; got damping={damping}, "
             f"momentum={momentum}, max_norm={max_norm}"
+        )
+    if kernel_dtype not in KERNEL_DTYPES:
+        raise InputError(
+            f"unknown SPRING kernel dtype '{kernel_dtype}'; use one of {', '.join(KERNEL_DTYPES)}"
         )
     schedule = decaying_learning_rate(learning_rate, decay)
 
@@ -141,14 +216,21 @@ def spring(
         flat, _ = ravel_pytree(params)
         return SpringState(jnp.zeros_like(flat), jnp.zeros((), jnp.int32))
 
-    def update(per_walker_grads, residuals, state, params=None):
+    def update(batch: GradientBatch, state: SpringState, params=None):
         del params
-        grads, unravel = flatten_per_walker(per_walker_grads)
+        rows = leaf_rows(batch.per_walker_grads)
         direction = spring_direction(
-            grads, residuals, state.direction, damping=damping, momentum=momentum
+            rows,
+            batch.residuals,
+            state.direction,
+            damping=damping,
+            momentum=momentum,
+            kernel_dtype=kernel_dtype,
         )
-        lr = schedule(state.step.astype(grads.dtype))
-        step = constrained_step(direction, lr, max_norm)
+        lr = schedule(state.step.astype(direction.dtype))
+        step = constrained_step(direction, lr, learning_rate, max_norm)
+        one_walker = jax.tree_util.tree_map(lambda g: g[0], batch.per_walker_grads)
+        _, unravel = ravel_pytree(one_walker)
         return unravel(step), SpringState(direction, state.step + 1)
 
-    return Optimiser(init, update)
+    return Optimiser(init, update, frozenset({PER_WALKER_GRADS}))

@@ -1,0 +1,152 @@
+"""What the train step feeds its optimiser: per-walker gradients and the energy gradient, in
+walker chunks or not, with walkers left out of the step weighted by zero; and walker chunks chosen
+from a memory budget (vmcjet.memory) that keep XLA's temporaries under it."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vmcjet import memory, optim
+from vmcjet.config import Config, FermiNetConfig, NetworkConfig, OptimConfig
+from vmcjet.errors import InputError
+from vmcjet.molecule import load_molecule
+from vmcjet.networks import make_wavefunction
+from vmcjet.train import (
+    energy_gradient_fn,
+    make_gradient_batch,
+    make_local_energy_fn,
+    per_walker_gradients,
+    walker_chunks,
+)
+
+SMALL = NetworkConfig(determinants=2, ferminet=FermiNetConfig(16, 4, 2))
+
+
+@pytest.fixture(scope="module")
+def lih():
+    molecule = load_molecule("LiH")
+    wavefunction = make_wavefunction(SMALL, molecule)
+    params = wavefunction.init(key=jax.random.key(0), dtype=jnp.float64)
+    walkers = jax.random.normal(jax.random.key(1), (10, molecule.n_electrons, 3), jnp.float64)
+    residuals = jax.random.normal(jax.random.key(2), (10,), jnp.float64)
+    return molecule, wavefunction, params, walkers, residuals
+
+
+def assert_trees_close(a, b, rtol=1e-10):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4, 10])
+def test_chunked_per_walker_gradients_equal_the_vmapped_ones(lih, chunk):
+    _, wavefunction, params, walkers, _ = lih
+    expected = per_walker_gradients(wavefunction)(params, walkers)
+    assert_trees_close(per_walker_gradients(wavefunction, chunk)(params, walkers), expected)
+
+
+@pytest.mark.parametrize("chunk", [None, 3, 4, 10, 16])
+def test_energy_gradient_is_twice_the_residual_weighted_mean_of_per_walker_gradients(lih, chunk):
+    """One backward pass per chunk (3 and 4 do not divide the 10 walkers) equals 2 mean r_b O_b."""
+    _, wavefunction, params, walkers, residuals = lih
+    per_walker = per_walker_gradients(wavefunction)(params, walkers)
+    expected = optim.energy_gradient(per_walker, residuals)
+    assert_trees_close(
+        energy_gradient_fn(wavefunction, chunk)(params, walkers, residuals), expected
+    )
+
+
+def test_walkers_left_out_never_reach_the_gradients(lih):
+    """A walker at a point where log|psi| is NaN (two same-spin electrons coincide) with finite
+    False: the per-walker row is zero and the energy gradient that of the other walkers."""
+    _, wavefunction, params, walkers, residuals = lih
+    bad = walkers.at[0, 1].set(walkers[0, 0])  # electrons 0 and 1 are both alpha in LiH
+    finite = jnp.arange(10) > 0
+    residuals = jnp.where(finite, residuals, 0.0)
+    needs = frozenset({optim.PER_WALKER_GRADS, optim.GRADIENT})
+    batch = make_gradient_batch(wavefunction, needs, 4)(params, bad, residuals, finite)
+    reference = per_walker_gradients(wavefunction)(params, walkers)
+    for row, ref in zip(
+        jax.tree.leaves(batch.per_walker_grads), jax.tree.leaves(reference), strict=True
+    ):
+        assert np.all(np.asarray(row[0]) == 0.0)
+        np.testing.assert_allclose(np.asarray(row[1:]), np.asarray(ref[1:]), rtol=1e-10)
+    assert_trees_close(batch.gradient, optim.energy_gradient(reference, residuals))
+
+
+def test_each_optimiser_is_fed_only_what_it_needs(lih):
+    _, wavefunction, params, walkers, residuals = lih
+    finite = jnp.ones(10, bool)
+    for name, present, absent in [
+        ("spring", "per_walker_grads", "gradient"),
+        ("adam", "gradient", "per_walker_grads"),
+    ]:
+        needs = optim.make_optimiser(OptimConfig(optimizer=name)).needs
+        batch = make_gradient_batch(wavefunction, needs)(params, walkers, residuals, finite)
+        assert getattr(batch, present) is not None and getattr(batch, absent) is None
+
+
+def budget_config(budget, optimizer="spring", batch=64):
+    return Config(
+        batch_size=batch,
+        precision="float64",
+        memory_budget_mib=budget,
+        network=SMALL,
+        optim=OptimConfig(optimizer=optimizer),
+    )
+
+
+@pytest.mark.parametrize("optimizer", ["spring", "adam"])
+def test_a_budget_too_small_for_the_batch_chooses_chunks_that_fit(lih, optimizer):
+    """Without a budget the parts' temporaries exceed 0.25 MiB at 64 walkers (SPRING's O not
+    counted); with a budget of 0.25 MiB (plus O) the chosen chunks keep every part under it
+    (XLA's compiled memory analysis)."""
+    molecule, wavefunction, params, _, _ = lih
+    opt = optim.make_optimiser(OptimConfig(optimizer=optimizer))
+    walkers = jax.ShapeDtypeStruct((64, molecule.n_electrons, 3), jnp.float64)
+    residuals = jax.ShapeDtypeStruct((64,), jnp.float64)
+    finite = jax.ShapeDtypeStruct((64,), jnp.bool_)
+
+    def temporaries(chunks):
+        energy = make_local_energy_fn(wavefunction, molecule, Config(), chunks.local_energy)
+        gradients = make_gradient_batch(wavefunction, opt.needs, chunks.gradients)
+        return (
+            memory.temporary_bytes(energy, params, walkers) / memory.MIB,
+            memory.temporary_bytes(gradients, params, walkers, residuals, finite) / memory.MIB,
+        )
+
+    unchunked = walker_chunks(wavefunction, molecule, budget_config(None, optimizer), opt)
+    assert unchunked == (None, None)
+    assert min(temporaries(unchunked)) > 0.25
+    size = sum(leaf.size for leaf in jax.tree.leaves(params))
+    o_mib = 64 * size * 8 / memory.MIB if optimizer == "spring" else 0.0  # O (B x P) is fixed
+    chunks = walker_chunks(wavefunction, molecule, budget_config(0.25 + o_mib, optimizer), opt)
+    assert all(chunk is not None and 1 <= chunk < 64 for chunk in chunks)
+    energy_mib, gradients_mib = temporaries(chunks)
+    assert energy_mib <= 0.25 + o_mib and gradients_mib <= 0.25
+
+
+def test_a_large_budget_keeps_the_whole_batch(lih):
+    molecule, wavefunction, _, _, _ = lih
+    opt = optim.make_optimiser(OptimConfig())
+    assert walker_chunks(wavefunction, molecule, budget_config(1e5), opt) == (None, None)
+
+
+def test_an_explicit_walker_batch_size_wins_for_the_local_energy(lih):
+    molecule, wavefunction, _, _, _ = lih
+    config = budget_config(1e5)
+    config = dataclasses.replace(
+        config, laplacian=dataclasses.replace(config.laplacian, walker_batch_size=7)
+    )
+    chunks = walker_chunks(wavefunction, molecule, config, optim.make_optimiser(config.optim))
+    assert chunks.local_energy == 7
+
+
+def test_a_budget_that_cannot_hold_one_walker_is_a_clear_error(lih):
+    molecule, wavefunction, _, _, _ = lih
+    with pytest.raises(InputError, match="memory_budget_mib=0.001 cannot hold the local energy"):
+        walker_chunks(
+            wavefunction, molecule, budget_config(0.001), optim.make_optimiser(OptimConfig())
+        )

@@ -1,0 +1,87 @@
+"""Walker chunks chosen from one memory budget (the config key `memory_budget_mib`).
+
+Every per-walker part of a training step (the sampler's log|psi| evaluations, the local energy, the
+gradients of log|psi|) maps a batch of walkers to per-walker results, and the temporary memory XLA
+needs for it grows linearly with the number of walkers evaluated at once. A part is therefore
+evaluated in chunks of c walkers (`jax.lax.map` or a scan) when the whole batch would not fit:
+
+    w = (XLA temporaries of the part compiled for PROBE_WALKERS walkers) / PROBE_WALKERS,
+    c = floor((budget - fixed) / w)   if fixed + B w > budget, else the whole batch at once,
+
+where `fixed` is memory the chunking cannot reduce (SPRING's per-walker gradients O, B x P). The
+chosen c is then checked by compiling the part for all B walkers in chunks of c and lowered until
+XLA's compiled memory analysis (`temporary_bytes`) says it fits. Each compile costs a few seconds,
+once per run, and only when a budget is set.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from vmcjet.errors import InputError
+
+MIB = 2**20
+PROBE_WALKERS = 8
+
+
+def temporary_bytes(fn: Callable[..., Any], *args: Any) -> int:
+    """XLA's temporary buffer size (bytes) of `jax.jit(fn)` compiled for `args` (arrays or
+    `jax.ShapeDtypeStruct`s)."""
+    return int(jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes)
+
+
+Part = Callable[[int, int], tuple[Callable[..., Any], tuple]]
+
+
+def walker_chunk(
+    name: str,
+    batch: int,
+    part: Part,
+    budget_mib: float,
+    *,
+    fixed_bytes: float = 0.0,
+) -> int | None:
+    """Walkers per chunk so that fixed bytes plus the part's temporaries fit in the budget.
+
+    The chunk estimated from the probe is checked by compiling the part for the whole batch in
+    chunks of that size, and made smaller until it fits (the remainder chunk of `lax.map` and
+    the chunk loop add a little to c times the probe's bytes per walker).
+
+    Args:
+        name: the part, for the error message.
+        batch: walkers B of the step.
+        part: (chunk c, walkers m) -> (fn, args): the part evaluated in chunks of c walkers and
+            its (abstract) arguments for m walkers.
+        budget_mib: the memory budget, MiB.
+        fixed_bytes: memory the chunks cannot reduce, bytes.
+
+    Returns:
+        None when the whole batch fits at once (by the probe's estimate), else the chunk size.
+
+    Raises:
+        InputError: when not even one walker fits.
+    """
+    budget = budget_mib * MIB
+    def used_bytes(chunk: int, count: int) -> float:
+        fn, args = part(chunk, count)
+        return temporary_bytes(fn, *args)
+
+    per_walker = used_bytes(PROBE_WALKERS, PROBE_WALKERS) / PROBE_WALKERS
+    if fixed_bytes + batch * per_walker <= budget:
+        return None
+    chunk = min(batch, math.floor((budget - fixed_bytes) / max(per_walker, 1.0)))
+    while chunk >= 1:
+        used = fixed_bytes + used_bytes(chunk, batch)
+        if used <= budget:
+            return chunk
+        chunk = min(chunk - 1, math.floor(chunk * (budget - fixed_bytes) / used))
+    need = (fixed_bytes + per_walker) / MIB
+    raise InputError(
+        f"memory_budget_mib={budget_mib:g} cannot hold the {name} of even one walker "
+        f"({need:.1f} MiB needed, batch {batch}); raise memory_budget_mib or use a smaller "
+        "network or batch_size"
+    )
