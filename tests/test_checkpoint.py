@@ -283,3 +283,24 @@ def test_sigkill_during_writes_leaves_only_complete_checkpoints(tmp_path):
             assert restored.state["step"] == restored.step
         newest = latest_valid_checkpoint(folder, like=like).step
     print(f"kills that interrupted a write: {caught_mid_write} of {KILLS}")
+
+
+@pytest.mark.parametrize("where", ["config_toml", "created"])
+def test_flipped_bytes_in_attributes_are_detected(tmp_path, where):
+    """Attribute values (the stored config, the creation time) are not covered by HDF5's
+    checksums; the header hash is. Flip one byte inside the attribute's value in the file."""
+    marker = "MARKER-" + "x" * 40
+    metadata = {"config_toml": marker, "seed": 3}
+    path = save_checkpoint(tmp_path, step=1, state={"a": np.ones(3)}, metadata=metadata)
+    data = bytearray(path.read_bytes())
+    if where == "created":
+        with h5py.File(path, "r") as f:
+            needle = f.attrs["created"].encode()
+    else:
+        needle = marker.encode()
+    offset = bytes(data).find(needle)
+    assert offset >= 0
+    data[offset + 3] ^= 0x04
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupted"):
+        load_checkpoint(path, like={"a": np.ones(3)})

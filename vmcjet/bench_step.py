@@ -90,7 +90,11 @@ def _medians(calls: dict[Any, Callable[[], Any]], repeats: int) -> dict[Any, flo
 
 
 def sweep(config: Config, batch_sizes: Sequence[int], *, repeats: int = 15) -> list[dict]:
-    """Rows (batch, part, ms, us per walker, ratio of us per walker to the first batch, MiB)."""
+    """Rows (batch, part, ms, us per walker, ratio of us per walker to the first batch, MiB).
+
+    Every batch's inputs stay alive for the interleaved rounds (SPRING's O of each batch among
+    them): at sizes near the machine's memory, time one batch per process.
+    """
     parts = {}
     for batch in batch_sizes:
         for name, (fn, mib) in step_parts(dataclasses.replace(config, batch_size=batch)).items():

@@ -7,7 +7,9 @@ A checkpoint `ckpt_<step:08d>.h5` holds one dataset per pytree leaf, named by it
 - group `metadata`: one attribute per `metadata` entry (str, int, float or bool), e.g. the resolved
   config as TOML text, its hash and the seed;
 - every non-empty dataset is chunked with a fletcher32 checksum, and the file is written with the
-  newest HDF5 format, whose object headers (attributes, names, shapes) are checksummed too. A
+  newest HDF5 format (whose object headers carry their own checksums, but attribute values are not
+  reliably covered by them); the root attributes and the metadata are covered by the root
+  attribute `header_sha256` (SHA-256 of their canonical JSON), checked on every read. A
   0-d leaf is stored with shape (1,) and the attribute `scalar = True` (HDF5 cannot checksum
   scalar datasets); a typed PRNG key array is stored as its raw `jax.random.key_data` (uint32)
   with the attribute `prng_impl` naming the key implementation.
@@ -27,6 +29,9 @@ and let process 0 alone write.
 from __future__ import annotations
 
 import datetime
+import hashlib
+import io
+import json
 import os
 import re
 import warnings
@@ -41,7 +46,9 @@ import numpy as np
 
 from vmcjet.errors import CheckpointError, InputError, NonFiniteError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: root attributes and metadata covered by `header_sha256`
+READABLE_VERSIONS = (1, 2)  # version 1 files are read without the header check
+HEADER_HASH = "header_sha256"
 STATE_GROUP = "state"
 METADATA_GROUP = "metadata"
 _NAME = re.compile(r"ckpt_(\d{8,})\.h5")
@@ -156,14 +163,19 @@ def _check_metadata(metadata: Mapping[str, Any]) -> dict[str, MetadataValue]:
 def _write_file(path: Path, step: int, arrays: list, metadata: dict[str, MetadataValue]) -> None:
     import vmcjet
 
-    with h5py.File(path, "w", libver="latest") as f:
-        f.attrs.update(
-            format_version=FORMAT_VERSION,
-            step=step,
-            vmcjet_version=vmcjet.__version__,
-            jax_version=jax.__version__,
-            created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        )
+    root = {
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "vmcjet_version": vmcjet.__version__,
+        "jax_version": jax.__version__,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    # Built in memory, then written with plain file I/O: a full disk is one OSError (errno set)
+    # instead of HDF5 errors raised (and printed) while h5py objects are freed.
+    image = io.BytesIO()
+    with h5py.File(image, "w", libver="latest") as f:
+        f.attrs.update(root)
+        f.attrs[HEADER_HASH] = header_digest(root, metadata)
         f.create_group(METADATA_GROUP).attrs.update(metadata)
         f.require_group(STATE_GROUP)
         for name, array, attrs in arrays:
@@ -171,6 +183,15 @@ def _write_file(path: Path, step: int, arrays: list, metadata: dict[str, Metadat
             data = array.reshape(1) if scalar else array
             dataset = f.create_dataset(name, data=data, fletcher32=data.size > 0)
             dataset.attrs.update(attrs, scalar=scalar)
+    with open(path, "wb") as handle:
+        handle.write(image.getbuffer())
+
+
+def header_digest(root: Mapping[str, Any], metadata: Mapping[str, Any]) -> str:
+    """SHA-256 of the root attributes and the metadata (canonical JSON): attribute values are
+    not covered by HDF5's checksums, so a reader recomputes this and compares."""
+    text = json.dumps({"root": dict(root), "metadata": dict(metadata)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _fsync(path: Path) -> None:
@@ -246,12 +267,19 @@ def _header(path: Path, f: h5py.File) -> CheckpointHeader:
     if "format_version" not in f.attrs:
         raise CheckpointError(f"{path} is not a vmcjet checkpoint (no format_version attribute)")
     version = int(f.attrs["format_version"])
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(
             f"{path} has checkpoint format version {version}; this vmcjet reads format version "
-            f"{FORMAT_VERSION} only (use the vmcjet version that wrote it)"
+            f"{FORMAT_VERSION} (and the older 1) only (use the vmcjet version that wrote it)"
         )
     meta = {k: _python(v) for k, v in f[METADATA_GROUP].attrs.items()}
+    if version >= 2:
+        root = {k: _python(f.attrs[k]) for k in _ROOT_KEYS}
+        if _python(f.attrs.get(HEADER_HASH, "")) != header_digest(root, meta):
+            raise CheckpointError(
+                f"{path} is corrupted: its attributes (step, versions, metadata such as the "
+                "stored config) do not match their checksum"
+            )
     return CheckpointHeader(
         step=int(f.attrs["step"]),
         format_version=version,
@@ -259,6 +287,9 @@ def _header(path: Path, f: h5py.File) -> CheckpointHeader:
         jax_version=str(_python(f.attrs["jax_version"])),
         metadata=meta,
     )
+
+
+_ROOT_KEYS = ("format_version", "step", "vmcjet_version", "jax_version", "created")
 
 
 def _unreadable(path: Path, err: Exception) -> CheckpointError:

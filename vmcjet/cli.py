@@ -8,17 +8,20 @@ and validated before anything else; the optimisation itself lives in `vmcjet.dri
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from vmcjet import config as config_lib
 from vmcjet.allocator import retain_freed_memory
 from vmcjet.config import Config
-from vmcjet.errors import InputError, VmcjetError
+from vmcjet.errors import InputError, Interrupted, VmcjetError
+from vmcjet.fileio import os_error_message
 from vmcjet.molecule import (
     Molecule,
     catalogue_names,
@@ -147,14 +150,15 @@ def _analysis(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _batch_sizes(text: str) -> list[int]:
-    """'128,256' -> [128, 256]; anything but positive integers is an InputError."""
+    """'256,128' -> [128, 256] (sorted, so ratios are to the smallest); anything but positive
+    integers is an InputError."""
     try:
         sizes = [int(item) for item in text.split(",")]
     except ValueError:
         sizes = []
     if not sizes or min(sizes) < 1:
         raise InputError(f"--batch-sizes expects positive integers like 128,256,512, got '{text}'")
-    return sizes
+    return sorted(set(sizes))
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -194,7 +198,19 @@ def check_choices(config: Config) -> None:
         raise InputError(f"{err} (--laplacian / laplacian.method)") from None
 
 
+def check_run_flags(args: argparse.Namespace) -> None:
+    """Flags that only make sense together: --out starts a new run, --resume continues one."""
+    if args.resume is not None and args.out is not None:
+        raise InputError(
+            "--out and --resume exclude each other (a resumed run writes to its own folder); "
+            "drop --out"
+        )
+    if args.reinit_walkers and args.resume is None:
+        raise InputError("--reinit-walkers needs --resume RUN_FOLDER (a new run has fresh walkers)")
+
+
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    check_run_flags(args)
     config = resolve_config(args)
     system = config.system
     molecule = load_molecule(system.molecule, charge=system.charge, spin=system.spin)
@@ -214,6 +230,10 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         argv=list(argv),
     )
     return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _best_reference(molecule: Molecule) -> str:
@@ -260,10 +280,36 @@ def format_molecule(molecule: Molecule) -> str:
     return "\n".join(lines)
 
 
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGINT and SIGTERM raise `Interrupted` (one line, exit 128 + signal) until the run's
+    optimisation loop installs its own handler (checkpoint, clean exit)."""
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _raise_interrupted)
+    except ValueError:  # not the main thread: leave the handlers alone
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `vmcjet` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     retain_freed_memory()
+    with _signals_raise():
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command == "molecules":
@@ -277,9 +323,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(args, argv)
         return _analysis(args, argv)
+    except Interrupted as err:
+        print(f"vmcjet: {err}", file=sys.stderr)
+        return 128 + err.signum
+    except KeyboardInterrupt:  # SIGINT before the handler was installed
+        print("vmcjet: stopped by SIGINT; run the same command again", file=sys.stderr)
+        return 130
     except VmcjetError as err:
-        print(f"vmcjet: error: {err}", file=sys.stderr)
+        print(f"vmcjet: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `vmcjet molecules | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as err:  # full or read-only filesystem, a file where a folder should be, ...
+        print(f"vmcjet: error: {os_error_message(err)}", file=sys.stderr)
+        return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import math
 import tomllib
 import types
 import typing
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vmcjet.errors import InputError
+from vmcjet.fileio import read_text
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class PretrainConfig:
 @dataclass(frozen=True)
 class KfacConfig:
     lr: float = 0.05  # KFAC's initial learning rate (optim.lr is SPRING's and Adam's)
-    lr_decay: float = 1e-4  # KFAC: lr(t) = lr / (1 + lr_decay * t)
+    lr_decay: float = 1e-3  # KFAC: lr(t) = lr / (1 + lr_decay * t) (docs/results.md, "KFAC")
     damping: float = 1e-3  # Tikhonov damping lambda: (A (x) G + lambda I)^-1 per dense layer
     decay: float = 0.95  # moving-average weight of the previous curvature factors, in [0, 1)
     inverse_period: int = 10  # eigendecompositions of the factors every N steps (and at step 0)
@@ -102,7 +104,7 @@ class OptimConfig:
     lr_decay: float = 1e-2  # lr(t) = lr / (1 + lr_decay * t)
     damping: float = 1e-3  # SPRING: Tikhonov damping of the sample-space kernel
     momentum: float = 0.99  # SPRING: reuse of the previous direction (mu)
-    max_norm: float = 1e-3  # SPRING: bound on the squared norm of the step at the initial lr
+    max_norm: float = 1e-3  # SPRING: bound on the squared norm of the step (norm constraint)
     kernel_dtype: str = "float64"  # SPRING: dtype of the B x B kernel and its Cholesky solve
     clip_width: float = 5.0  # gradient only: E_L clipped to median +/- clip_width * mean |dev|
     kfac: KfacConfig = field(default_factory=KfacConfig)
@@ -241,7 +243,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"config file '{path}' not found; check the path given to --config")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(read_text(path, "config file", "fix the file"))
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"malformed TOML in '{path}': {err}; fix the file") from None
 
@@ -307,6 +309,12 @@ _BOUNDS = (
     ("log_every", 0, False),
     ("devices", 0, False),
     ("network.determinants", 0, False),
+    ("network.ferminet.hidden_one", 0, False),
+    ("network.ferminet.hidden_two", 0, False),
+    ("network.ferminet.layers", 0, True),
+    ("network.psiformer.layers", 0, True),
+    ("network.psiformer.heads", 0, False),
+    ("network.psiformer.head_dim", 0, False),
     ("mcmc.moves", 0, False),
     ("mcmc.width", 0.0, False),
     ("mcmc.burn_in", 0, True),
@@ -327,17 +335,18 @@ _BOUNDS = (
     ("optim.kfac.inverse_period", 0, False),
     ("optim.kfac.max_norm", 0.0, False),
     ("checkpoint.keep", 0, False),
+    ("checkpoint.every_steps", 0, True),
+    ("checkpoint.every_minutes", 0.0, True),
+    ("seed", 0, True),
     ("checkpoint.max_skipped_steps", 0, False),
     ("laplacian.chunk_size", 0, False),
     ("laplacian.walker_batch_size", 0, False),
     ("memory_budget_mib", 0.0, False),
 )
 PRECISIONS = ("float32", "float64")
-OPTIMIZERS = (
-    "spring",
-    "adam",
-    "kfac",
-)  # the names `optim.optimizer` takes (vmcjet.optim builds them)
+# The names `optim.optimizer` takes (vmcjet.optim builds them).
+OPTIMIZERS = ("spring", "adam", "kfac")
+KFAC_SHARING = ("expand", "reduce")  # optim.kfac.sharing (as vmcjet.optim.kfac.SHARING)
 MCMC_PROPOSALS = ("gaussian", "nucleus-scaled", "langevin")  # kernels of vmcjet.mcmc
 HF_METHODS = ("auto", "rhf", "uhf", "rohf")  # system.hf (run by vmcjet.hartree_fock)
 
@@ -349,12 +358,26 @@ def get_setting(config: Config, dotted: str) -> Any:
     return value
 
 
+MAX_INT = 2**63 - 1  # integers are stored as int64 (seed: jax.random.key takes an int64)
+
+
+def _check_numbers(config: Config) -> None:
+    """Every float setting is finite (TOML allows nan and inf) and every int fits in int64."""
+    for key in _all_keys(Config):
+        value = get_setting(config, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"config key '{key}' must be a finite number, got {value}")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            raise InputError(f"config key '{key}' must be at most {MAX_INT} in size, got {value}")
+
+
 def check_values(config: Config) -> None:
     """Numbers that must be positive (or non-negative) and names from a fixed list.
 
     Raises:
         InputError: naming the key, the value and what is allowed.
     """
+    _check_numbers(config)
     for key, bound, inclusive in _BOUNDS:
         value = get_setting(config, key)
         if value is None:
@@ -389,6 +412,11 @@ def check_values(config: Config) -> None:
         choices = ", ".join(MCMC_PROPOSALS)
         raise InputError(
             f"config key 'mcmc.proposal' must be one of {choices}, got '{config.mcmc.proposal}'"
+        )
+    if config.optim.kfac.sharing not in KFAC_SHARING:
+        raise InputError(
+            f"config key 'optim.kfac.sharing' must be one of {', '.join(KFAC_SHARING)}, "
+            f"got '{config.optim.kfac.sharing}'"
         )
     if config.optim.kfac.decay >= 1.0:
         raise InputError(

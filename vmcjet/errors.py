@@ -15,3 +15,25 @@ class CheckpointError(VmcjetError):
 
 class NonFiniteError(VmcjetError, FloatingPointError):
     """Too many consecutive steps produced non-finite values."""
+
+
+class ResourceError(VmcjetError, MemoryError):
+    """An allocation failed (XLA RESOURCE_EXHAUSTED or a host MemoryError)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived outside the optimisation loop (set-up, eval, ...).
+
+    A KeyboardInterrupt (not an Exception), so code that catches Exception (jax's compilation
+    cache, for one) cannot swallow it. The CLI prints the one-line message and exits with
+    128 + the signal number.
+    """
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name}; run the same command again "
+            "(a run whose set-up finished continues with --resume RUN_FOLDER)"
+        )

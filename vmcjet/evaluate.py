@@ -14,6 +14,7 @@ mean squared displacement per move (bohr^2, from the displacement over one step)
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import numpy as np
 
 from vmcjet import mcmc, runfolder, statistics
 from vmcjet.errors import InputError
+from vmcjet.fileio import atomic_write_text
 from vmcjet.molecule import Molecule
 from vmcjet.session import Session, open_session, restore_state, run_molecule, stream_key
 from vmcjet.train import make_sampler_and_local_energy, masked_moments
@@ -136,6 +138,7 @@ def make_eval_step(session: Session) -> Callable[..., Any]:
         energies = local_energy(params, sampler.walkers)
         finite = jnp.isfinite(energies)
         mean, variance = masked_moments(energies, finite)
+        mean = jnp.where(jnp.any(finite), mean, jnp.nan)  # no finite walker: no energy
         sums = mobility_sums(before, sampler.walkers, nuclei, core)
         return sampler, mean, variance, acceptance, sums
 
@@ -174,8 +177,15 @@ def evaluate(
         "width": float(sampler.width),
         "mobility": mobility(sums, config.mcmc.moves, steps * sampler.walkers.shape[0]),
     }
-    record = summary(np.array(means), molecule, extra)
-    (folder / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
+    measured = np.array(means)[np.isfinite(means)]
+    if measured.size < 2:
+        raise InputError(
+            f"only {measured.size} of {steps} evaluation steps had a finite energy; "
+            "the checkpoint's wavefunction is unusable (resume from an earlier one)"
+        )
+    extra["skipped_steps"] = steps - int(measured.size)
+    record = summary(measured, molecule, extra)
+    atomic_write_text(folder / "eval.json", json.dumps(record, indent=2) + "\n")
     return record
 
 
@@ -184,15 +194,21 @@ def analyze(folder: str | Path, *, discard: float = 0.5) -> dict[str, Any]:
     if not 0.0 <= discard < 1.0:
         raise InputError(f"--discard must be in [0, 1), got {discard}")
     folder = runfolder.existing_run_folder(folder)
-    rows = runfolder.read_stats_rows(folder / runfolder.STATS_FILE)
-    if len(rows) < 4:
-        raise InputError(f"'{folder}' has {len(rows)} steps of statistics; run longer first")
-    kept = rows[int(discard * len(rows)) :]
-    energies = np.array([float(r["energy"]) for r in kept])
+    column = runfolder.stats_columns(folder)
+    total = column["step"].size
+    kept = {k: v[int(discard * total) :] for k, v in column.items()}
+    measured = np.isfinite(kept["energy"])  # skipped steps have no energy
+    if np.count_nonzero(measured) < 4:
+        raise InputError(
+            f"'{folder}' has {np.count_nonzero(measured)} steps with an energy after discarding "
+            f"{discard:.0%}; run longer first"
+        )
+    energies = kept["energy"][measured]
     extra = {
-        "variance": float(np.mean([float(r["variance"]) for r in kept])),
-        "acceptance": float(np.mean([float(r["acceptance"]) for r in kept])),
-        "steps_total": len(rows),
+        "variance": float(np.mean(kept["variance"][measured])),
+        "acceptance": float(np.mean(kept["acceptance"])),
+        "steps_total": total,
+        "skipped_steps": int(np.count_nonzero(~measured)),
     }
     return summary(energies, run_molecule(runfolder.read_config(folder)), extra)
 
@@ -207,17 +223,20 @@ def plot(folder: str | Path, output: str | Path | None = None) -> Path:
     except ImportError:
         raise InputError("plotting needs matplotlib; pip install 'vmcjet[plot]'") from None
     folder = runfolder.existing_run_folder(folder)
-    rows = runfolder.read_stats_rows(folder / runfolder.STATS_FILE)
-    if not rows:
-        raise InputError(f"'{folder}' has no statistics yet; run some steps first")
-    column = {k: np.array([float(r[k]) for r in rows]) for k in runfolder.STATS_COLUMNS}
+    path = Path(output) if output else folder / "training.png"
+    image_format = _image_format(path, plt)
+    column = runfolder.stats_columns(folder)
+    measured = np.isfinite(column["energy"])  # skipped steps have no energy: gaps in the plot
+    if not measured.any():
+        raise InputError(f"'{folder}' has no step with an energy yet; run some steps first")
     molecule = run_molecule(runfolder.read_config(folder))
     fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
     axes[0].plot(column["step"], column["energy"], lw=0.5, alpha=0.6, label="energy")
     axes[0].plot(column["step"], column["running_mean"], lw=1.5, label="running mean")
     if molecule.exact_energy is not None:
         axes[0].axhline(molecule.exact_energy, color="k", ls="--", lw=1, label="exact")
-    settled = column["energy"][len(rows) // 10 :]  # the first 10% of steps would set the scale
+    energies = column["energy"][measured]
+    settled = energies[len(energies) // 10 :]  # the first 10% of steps would set the scale
     low, high = np.percentile(settled, [1, 99])
     if molecule.exact_energy is not None:
         low = min(low, molecule.exact_energy)
@@ -231,7 +250,27 @@ def plot(folder: str | Path, output: str | Path | None = None) -> Path:
     axes[2].set_ylabel("acceptance")
     axes[2].set_xlabel("step")
     fig.suptitle(f"{molecule.name}: {folder.name}")
-    path = Path(output) if output else folder / "training.png"
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=image_format)
+        os.replace(tmp, path)  # atomic: a reader never sees half an image
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
     return path
+
+
+def _image_format(path: Path, plt: Any) -> str:
+    """The image format named by `path`'s extension; an unknown one or a missing folder is an
+    InputError."""
+    supported = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in supported:
+        raise InputError(
+            f"--output '{path}' must end in one of {', '.join('.' + k for k in sorted(supported))}"
+            "; e.g. training.png"
+        )
+    if not path.parent.is_dir():
+        raise InputError(f"--output '{path}': folder '{path.parent}' does not exist; create it")
+    return suffix

@@ -21,6 +21,7 @@ pyscf pitfalls handled here: the geometry is passed in bohr (pyscf defaults to a
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,10 +83,13 @@ def build_pyscf_molecule(molecule: Molecule, *, basis: str = "ccpvdz") -> Any:
     mol.basis = basis
     mol.verbose = 0
     try:
-        mol.build()
+        with warnings.catch_warnings():  # pyscf's "install basis-set-exchange" hint
+            warnings.simplefilter("ignore")
+            mol.build()
     except (KeyError, RuntimeError, ValueError, NotImplementedError) as err:
+        reason = " ".join(str(err).split())  # pyscf's message spans lines
         raise InputError(
-            f"pyscf cannot build basis '{basis}' for {molecule.name} ({err}); "
+            f"pyscf cannot build basis '{basis}' for {molecule.name} ({reason}); "
             'choose another basis, e.g. system.basis="ccpvdz" or "sto-3g"'
         ) from None
     return mol
@@ -148,6 +152,7 @@ def run_hartree_fock(
     mf = {"rhf": scf.RHF, "uhf": scf.UHF, "rohf": scf.ROHF}[method](mol)
     mf.verbose = 0
     mf.max_cycle = max_cycle
+    mf.chkfile = None  # no pyscf scratch file: set-up writes nothing outside the run folder
     mf.kernel()
     if not mf.converged:  # second-order SCF usually rescues hard cases (open-shell atoms)
         mf = mf.newton()

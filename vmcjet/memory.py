@@ -1,14 +1,16 @@
 """Walker chunks chosen from one memory budget (the config key `memory_budget_mib`).
 
-Every per-walker part of a training step (the sampler's log|psi| evaluations, the local energy, the
-gradients of log|psi|) maps a batch of walkers to per-walker results, and the temporary memory XLA
+The per-walker parts of a training step that hold the most memory (the local energy, the
+gradients of log|psi|) map a batch of walkers to per-walker results, and the temporary memory XLA
 needs for it grows linearly with the number of walkers evaluated at once. A part is therefore
 evaluated in chunks of c walkers (`jax.lax.map` or a scan) when the whole batch would not fit:
 
     w = (XLA temporaries of the part compiled for PROBE_WALKERS walkers) / PROBE_WALKERS,
     c = floor((budget - fixed) / w)   if fixed + B w > budget, else the whole batch at once,
 
-where `fixed` is memory the chunking cannot reduce (SPRING's per-walker gradients O, B x P). The
+where `fixed` is memory the chunking cannot reduce (SPRING's per-walker gradients O, B x P, and
+its update's B x B kernel and one block). The sampler is not chunked (its temporaries are a few
+MiB: one log|psi| per walker). The budget is for one device holding the whole batch. The
 chosen c is then checked by compiling the part for all B walkers in chunks of c and lowered until
 XLA's compiled memory analysis (`temporary_bytes`) says it fits. Each compile costs a few seconds,
 once per run, and only when a budget is set.
@@ -66,6 +68,7 @@ def walker_chunk(
         InputError: when not even one walker fits.
     """
     budget = budget_mib * MIB
+
     def used_bytes(chunk: int, count: int) -> float:
         fn, args = part(chunk, count)
         return temporary_bytes(fn, *args)

@@ -34,6 +34,7 @@ import numpy as np
 
 from vmcjet import elements
 from vmcjet.errors import InputError
+from vmcjet.fileio import read_text
 from vmcjet.units import LENGTH_UNITS
 
 MIN_NUCLEAR_DISTANCE = 0.1  # bohr; closer nuclei are an input error
@@ -181,7 +182,7 @@ def _resolve(spec: str | Path) -> Path:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(read_text(path, "molecule file", "fix the file"))
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"malformed TOML in molecule file '{path}': {err}; fix the file") from None
     for key in raw:
@@ -198,7 +199,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _read_xyz(path: Path) -> dict[str, Any]:
     """An .xyz file: atom count, a comment line, then `symbol x y z` lines in angstrom."""
-    lines = [line.split() for line in path.read_text().splitlines()]
+    lines = [line.split() for line in read_text(path, "xyz file", "fix the file").splitlines()]
     try:
         count = int(lines[0][0])
     except (IndexError, ValueError):
@@ -260,7 +261,7 @@ def _units(units: Any, where: str) -> float:
     valid = " or ".join(f'"{u}"' for u in LENGTH_UNITS)
     if units is None:
         raise InputError(f"molecule '{where}': missing units; add units = {valid}")
-    if units not in LENGTH_UNITS:
+    if not isinstance(units, str) or units not in LENGTH_UNITS:
         raise InputError(f"molecule '{where}': unknown units {units!r}; use units = {valid}")
     return LENGTH_UNITS[units]
 

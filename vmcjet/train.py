@@ -7,8 +7,9 @@ the seed and t: exact restarts, walkers independent of the device count):
        excluded from the energy and the gradient, and counted;
     3. per-walker gradients of log|psi| w.r.t. the parameters and residuals of the clipped local
        energies (clipping only for the gradient; the reported energy is unclipped);
-    4. the optimiser's update (SPRING or Adam); an update that is not finite is skipped (parameters
-       and optimiser state unchanged) and counted.
+    4. the optimiser's update (SPRING, KFAC or Adam; KFAC also reads per-layer records, see
+       `layer_records`); an update that is not finite is skipped (parameters and optimiser state
+       unchanged) and counted.
 The generator `optimise` only runs steps; I/O (stats, checkpoints, signals) belongs to the driver.
 """
 
@@ -26,6 +27,7 @@ from vmcjet.hamiltonian import make_local_energy
 from vmcjet.molecule import Molecule
 from vmcjet.networks import Wavefunction
 from vmcjet.networks.layers import Tape, dense_layer_names, named_leaves
+from vmcjet.optim.spring import BLOCK_ELEMENTS
 
 Params = Any
 
@@ -48,7 +50,9 @@ class TrainState(NamedTuple):
 
 class StepStats(NamedTuple):
     """Scalars of one step: energy (hartree), variance (hartree^2), acceptance, width (bohr),
-    nonfinite (walkers excluded), skipped (1 if the update was skipped)."""
+    nonfinite (walkers excluded), skipped (1 if the update was skipped). A step without any
+    finite walker, or with a non-finite energy or variance, is skipped and its energy and
+    variance are NaN (never the 0 of an empty mean)."""
 
     energy: jax.Array
     variance: jax.Array
@@ -260,6 +264,8 @@ def walker_chunks(
 ) -> WalkerChunks:
     """Chunks from `config.memory_budget_mib` (see `vmcjet.memory`); an explicit
     `laplacian.walker_batch_size` wins for the local energy. Without a budget: no gradient chunks.
+    The budget is for the whole batch on one device (chunks of walkers sharded over several
+    devices are gathered by XLA: with several devices, leave the budget unset).
 
     Raises:
         InputError: when the budget cannot hold one walker of a part.
@@ -290,10 +296,10 @@ def walker_chunks(
         gradient_batch = make_gradient_batch(wavefunction, optimiser.needs, chunk)
         return gradient_batch, (params, walkers(count), vector, finite)
 
-    fixed = 0  # SPRING's O (B x P) is the part's output, not among its temporaries: add it
+    fixed = 0  # SPRING: O (B x P, the part's output) and its update's float64 kernel and block
     if optim.PER_WALKER_GRADS in optimiser.needs:
-        fixed = batch * sum(leaf.size for leaf in jax.tree_util.tree_leaves(params))
-        fixed *= dtype.itemsize
+        size = sum(leaf.size for leaf in jax.tree_util.tree_leaves(params))
+        fixed = batch * size * dtype.itemsize + 8 * (batch**2 + BLOCK_ELEMENTS)
     gradients = memory.walker_chunk("gradients", batch, gradients_part, budget, fixed_bytes=fixed)
     return WalkerChunks(local_energy, gradients)
 
@@ -303,7 +309,8 @@ def make_gradient_batch(
 ) -> Callable[[Params, jax.Array, jax.Array, jax.Array], optim.GradientBatch]:
     """`(params, walkers (B, n, 3), residuals (B,), finite (B,) bool) -> GradientBatch` with the
     fields in `needs`. Walkers left out (finite False) are evaluated at a finite walker's place
-    and weighted by zero, so their non-finite values never reach the gradients."""
+    and weighted by zero, so their non-finite values never reach the gradients; if no walker is
+    finite the gradients are not finite either, and the train step skips the update."""
     per_walker = per_walker_gradients(wavefunction, walker_batch_size)
     gradient = energy_gradient_fn(wavefunction, walker_batch_size)
     records = layer_records(wavefunction, walker_batch_size)
@@ -342,15 +349,17 @@ def make_train_step(
         residuals = _energy_residuals(energies, finite, config.optim.clip_width)
         batch = gradient_batch(state.params, sampler.walkers, residuals, finite)
         updates, opt_state = optimiser.update(batch, state.opt_state, state.params)
-        ok = _tree_all_finite(updates) & _tree_all_finite(opt_state)
+        # No finite walker (or a non-finite energy or variance): nothing was measured, skip.
+        measured = jnp.any(finite) & jnp.isfinite(energy) & jnp.isfinite(variance)
+        ok = measured & _tree_all_finite(updates) & _tree_all_finite(opt_state)
         params = jax.tree_util.tree_map(lambda p, u: jnp.where(ok, p + u, p), state.params, updates)
         opt_state = jax.tree_util.tree_map(
             lambda new, old: jnp.where(ok, new, old), opt_state, state.opt_state
         )
         new_state = TrainState(params, opt_state, sampler, state.step + 1)
         stats = StepStats(
-            energy=energy,
-            variance=variance,
+            energy=jnp.where(measured, energy, jnp.nan),
+            variance=jnp.where(measured, variance, jnp.nan),
             acceptance=acceptance,
             width=sampler.width,
             nonfinite=jnp.sum(~finite),

@@ -43,6 +43,23 @@ def test_resume_is_bitwise_identical(tmp_path, devices):
     assert without_time(full_rows) == without_time(resumed_rows)
 
 
+def test_resume_with_kfac_is_bitwise_identical(tmp_path):
+    """KFAC's factors and eigendecompositions are in the checkpoint: the resumed run (step 4, not
+    an inverse-update step with period 3) continues from the stored ones."""
+    extra = ("--set", "optim.optimizer=kfac", "--set", "optim.kfac.inverse_period=3")
+    run(tmp_path / "full", 8, *extra)
+    run(tmp_path / "half", 4, *extra)
+    assert cli.main(["run", "--resume", str(tmp_path / "half"), "--steps", "8"]) == 0
+    full, resumed = final_arrays(tmp_path / "full"), final_arrays(tmp_path / "half")
+    assert full.keys() == resumed.keys()
+    assert any(k.startswith("opt_state/a_eigen/") for k in full)
+    for name in full:
+        np.testing.assert_array_equal(full[name], resumed[name], err_msg=name)
+    assert without_time(stats_rows(tmp_path / "full")) == without_time(
+        stats_rows(tmp_path / "half")
+    )
+
+
 def test_same_energies_on_one_and_two_devices_and_across_a_change(tmp_path):
     extra = ("--set", "precision=float64")
     run(tmp_path / "one", 6, *extra, "--set", "devices=1")

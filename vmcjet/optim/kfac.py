@@ -12,24 +12,30 @@ dlog|psi|/dW = sum_r a_r g_r^T with g_r = d log|psi| / d y_r; the network record
 W[i, j] a rank-one gradient a g^T has vec = a (x) g, so for ONE walker with ONE row the Fisher
 block is exactly (a a^T) (x) (g g^T).
 
-Weight sharing: KFAC-reduce (Eschenhagen et al., NeurIPS 2023). Per walker the rows are reduced
-first, a_b = mean_r a_br and g_b = sum_r g_br, and
+Weight sharing (Eschenhagen et al., NeurIPS 2023), `sharing`:
 
-    F_W ~ A (x) G,   A = mean_b a_b a_b^T,   G = mean_b (g_b - mean g)(g_b - mean g)^T.
+    expand (default):  A = mean_{b,r} a_br a_br^T,
+                       G = (1/B) sum_{b,r} (g_br - mean_b g_br)(g_br - mean_b g_br)^T;
+    reduce:            a_b = mean_r a_br, g_b = sum_r g_br,
+                       A = mean_b a_b a_b^T,   G = mean_b (g_b - mean g)(g_b - mean g)^T;
 
-Why reduce and not expand (every row a separate sample): log|psi| is one scalar per walker that
-aggregates all rows through the determinants, which is Eschenhagen et al.'s reduce setting
-(a per-walker "loss", not a per-row one); sum_r a_r g_r^T = a_b g_b^T exactly whenever the input
-is the same for every row (biases, the spin means of FermiNet's one-electron layer), so the bias
-block is the exact centred Fisher cov(g_b); and the factors cost B (n_in^2 + n_out^2) instead of
-B R (n_in^2 + n_out^2) (R = n^2 for pair layers).
+and F_W ~ A (x) G. Both are exact for one walker with one row. Expand treats every row (electron,
+pair) as a sample and drops the cross-row terms of the per-walker Fisher sum_{r,r'}; reduce is
+exact whenever the input is the same for every row (biases, the spin means of FermiNet's
+one-electron layer) and costs B instead of B R outer products, but its A only sees the walker
+means of the inputs: FermiNet's rows are very different electrons (core, valence), and directions
+in which the inputs differ between electrons but whose walker mean hardly varies get almost no
+curvature from reduce, hence large, noisy steps. Measured on LiH (docs/results.md, "KFAC"), expand
+trained better (250-step windows 2.9 and 3.7 mHa above exact at steps 250-750 against 12.7 and 6.8
+for reduce, same settings), so it is the default.
 
 Centring: subtracting mean(O) mean(O)^T is not Kronecker-factored; KFAC centres the output side
-only, G = cov_b(g_b), i.e. it approximates O_b - mean(O) by a_b (g_b - mean g)^T. This is exact
-when a_b is the same for all walkers (biases, and every layer at one walker). Otherwise it
-removes A (x) mean(g) mean(g)^T where the Kronecker (independence) approximation of the mean
-term is mean(a) mean(a)^T (x) mean(g) mean(g)^T; A >= mean(a) mean(a)^T, so it removes at least
-that much (G stays positive semi-definite either way).
+only (per row over the walkers for expand, the row sums for reduce), which approximates
+O_b - mean(O) by sum_r a_br (g_br - mean_b g_br)^T. This is exact when the inputs are the same for
+all walkers (biases, and every layer at one walker); otherwise it removes
+A (x) mean(g) mean(g)^T where the Kronecker (independence) approximation of the mean term is
+mean(a) mean(a)^T (x) mean(g) mean(g)^T, and A >= mean(a) mean(a)^T, so it removes at least that
+much (G stays positive semi-definite either way).
 
 Other leaves (envelope pi/sigma, Jastrow, LayerNorm): diagonal Fisher, the per-walker variance
 mean_b (O_b - mean O)^2 of each entry, from the per-walker gradients of those leaves only.
@@ -49,7 +55,7 @@ eigendecompositions make the damped Kronecker sum invertible directly). Diagonal
 grad / (f + lambda).
 
 Step and norm constraint (FermiNet's KFAC, Pfau et al. 2020, bounds the Fisher norm of the step,
-lr^2 phi^T F phi with phi = F^-1 grad): here, as for SPRING, the bound applies to the initial rate,
+lr^2 phi^T F phi with phi = F^-1 grad): here the bound applies to the initial rate,
 
     update = -c lr_t phi,   c = min(1, sqrt(max_norm / (lr_0^2 grad^T phi))),
 
@@ -67,6 +73,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from vmcjet.config import KFAC_SHARING
 from vmcjet.errors import InputError
 from vmcjet.networks.layers import dense_layer_names, named_leaves
 from vmcjet.optim.gradient import (
@@ -79,7 +86,7 @@ from vmcjet.optim.gradient import (
 )
 
 Array = jax.Array
-SHARING = ("expand", "reduce")  # weight-sharing approximations (module docstring)
+SHARING = KFAC_SHARING  # weight-sharing approximations (module docstring)
 
 
 class Eigen(NamedTuple):
@@ -198,8 +205,8 @@ def kfac(
         params=None) -> (updates, state)` reads `batch.gradient` and `batch.layers`.
 
     Raises:
-        InputError: for damping <= 0, ema_decay outside [0, 1), inverse_period < 1 or
-            max_norm <= 0.
+        InputError: for damping <= 0, ema_decay outside [0, 1), inverse_period < 1,
+            max_norm <= 0 or an unknown sharing.
     """
     if sharing not in SHARING:
         raise InputError(

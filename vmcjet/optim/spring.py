@@ -23,10 +23,11 @@ on that subspace the added term vanishes, so the solution is unchanged, while th
 well conditioned even for tiny lambda (1 is an eigenvector with eigenvalue 1 + lambda).
 
 Per-leaf kernel: O is never concatenated into one B x P array. With O_l (B, P_l) the rows of
-parameter leaf l (cut into column blocks of at most BLOCK_ELEMENTS entries), O_bar O_bar^T =
-sum_l O_bar_l O_bar_l^T and O_bar^T zeta is the list of O_bar_l^T zeta = (O_l^T zeta -
-mean_l sum(zeta)) / sqrt(B), so beyond the per-walker gradients themselves the update holds one
-centred block at a time, the B x B kernel and (P,) vectors.
+parameter leaf l, taken in column blocks of at most BLOCK_ELEMENTS entries by a loop,
+O_bar O_bar^T = sum_l O_bar_l O_bar_l^T and O_bar^T zeta is the list of O_bar_l^T zeta =
+(O_l^T zeta - mean_l sum(zeta)) / sqrt(B), so beyond the per-walker gradients themselves the
+update holds one centred block at a time (XLA may keep a few of the leaves narrower than a
+block at once), the B x B kernel and (P,) vectors.
 
 Precision: the kernel and its Cholesky solve are in float64 by default (`kernel_dtype`), also in
 float32 runs: each centred block is converted to float64 and its product O_bar_l O_bar_l^T
@@ -41,11 +42,11 @@ Cholesky's backward error (about B eps_32 |K|, 6e-5 |K| at B = 1024) can exceed 
 
 Step and norm constraint (the Euclidean version of the KFAC/FermiNet constraint, which uses
 lr^2 phi^T F phi): with lr_t = lr / (1 + decay t), the update is -c lr_t phi where
-c = min(1, sqrt(max_norm / (lr^2 |phi|^2))): the bound applies to the initial rate's step, so
-|update|^2 <= max_norm (lr_t / lr)^2 and the schedule keeps shrinking the step once the bound is
-active (with the bound on lr_t |phi| instead, decay stopped mattering as soon as the bound bit and
-the parameters random-walked at a fixed step length). The state keeps the unconstrained phi as
-phi_prev for the next step.
+c = min(1, sqrt(max_norm / (lr_t^2 |phi|^2))), so that |update|^2 <= max_norm. The state keeps the
+unconstrained phi as phi_prev for the next step. A bound that follows the schedule (applied to
+lr_0 phi, so |update|^2 <= max_norm (lr_t / lr_0)^2) was tried and measured slower on LiH: with
+|phi| ~ 1.4 it clipped every step to about 0.23 of its length, where this bound is inactive after
+~300 steps at the default decay (docs/benchmarks.md, "Norm bound").
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ from vmcjet.optim.gradient import (
 
 Array = jax.Array
 KERNEL_DTYPES = ("float64", "float32")
-# Largest block of O (entries) centred at a time: 16 Mi entries, 128 MiB in float64.
-BLOCK_ELEMENTS = 1 << 24
+# Largest block of O (entries) centred at a time: 1 Mi entries, 8 MiB in float64.
+BLOCK_ELEMENTS = 1 << 20
 
 
 class SpringState(NamedTuple):
@@ -94,14 +95,35 @@ def leaf_rows(per_walker_grads: PyTree) -> list[Array]:
     return [leaf.reshape(leaf.shape[0], -1) for leaf in leaves]
 
 
-def column_blocks(rows: list[Array], max_elements: int = BLOCK_ELEMENTS) -> list[Array]:
-    """`rows` with every (B, P_l) matrix cut into column blocks of at most `max_elements`
-    entries (at least one column each), in order."""
-    blocks = []
-    for leaf in rows:
-        width = max(1, max_elements // leaf.shape[0])
-        blocks += [leaf[:, start : start + width] for start in range(0, leaf.shape[1], width)]
-    return blocks
+def _add_block(kernel, target, block, mean, phi_prev, scale, dtype):
+    """kernel + O_bar_b O_bar_b^T and target - O_bar_b phi_prev for one column block (B, w)."""
+    centred = ((block - mean[None]) / scale).astype(dtype)
+    return kernel + centred @ centred.T, target - centred @ phi_prev.astype(dtype)
+
+
+def _add_leaf(kernel, target, leaf, mean, phi_prev, *, scale, dtype, max_block_elements):
+    """`_add_block` over the column blocks of one leaf (B, P_l): a loop over full blocks, so XLA
+    holds one centred block at a time, then the remainder."""
+    batch, width = leaf.shape
+    block = max(1, min(width, max_block_elements // batch))
+    full = width // block
+
+    def body(i, carry):
+        start = i * block
+        pieces = (
+            jax.lax.dynamic_slice_in_dim(leaf, start, block, axis=1),
+            jax.lax.dynamic_slice_in_dim(mean, start, block),
+            jax.lax.dynamic_slice_in_dim(phi_prev, start, block),
+        )
+        return _add_block(*carry, *pieces, scale, dtype)
+
+    kernel, target = jax.lax.fori_loop(0, full, body, (kernel, target))
+    if full * block < width:
+        rest = slice(full * block, width)
+        kernel, target = _add_block(
+            kernel, target, leaf[:, rest], mean[rest], phi_prev[rest], scale, dtype
+        )
+    return kernel, target
 
 
 def _split(vector: Array, rows: list[Array]) -> list[Array]:
@@ -130,12 +152,12 @@ def spring_direction(
         momentum: mu in [0, 1).
         kernel_dtype: dtype of the B x B kernel (its products) and its solve, "float64" or
             "float32".
-        max_block_elements: leaves with more entries are processed in column blocks.
+        max_block_elements: entries of O centred (and converted) at a time; leaves are
+            processed in column blocks of at most this size (at least one column).
 
     Returns:
         phi, shape (P,), in the rows' dtype.
     """
-    rows = column_blocks(rows, max_block_elements)
     dtype = rows[0].dtype
     batch = rows[0].shape[0]
     scale = float(np.sqrt(batch))
@@ -149,25 +171,29 @@ def spring_direction(
         kernel = kernel + damping * jnp.eye(batch, dtype=solve_dtype)
         target = (residuals - jnp.mean(residuals)).astype(solve_dtype) / scale
         for leaf, mean, phi_prev in zip(rows, means, decayed, strict=True):
-            centred = ((leaf - mean[None]) / scale).astype(solve_dtype)
-            kernel = kernel + centred @ centred.T
-            target = target - centred @ phi_prev.astype(solve_dtype)
+            kernel, target = _add_leaf(
+                kernel,
+                target,
+                leaf,
+                mean,
+                phi_prev,
+                scale=scale,
+                dtype=solve_dtype,
+                max_block_elements=max_block_elements,
+            )
         zeta = cho_solve(cho_factor(kernel), target).astype(dtype)
     # O_bar_l^T zeta = (O_l^T zeta - mean_l sum(zeta)) / sqrt(B): no second centred copy.
     total = jnp.sum(zeta)
     pieces = [
-        (leaf.T @ zeta - mean * total) / scale + p
+        (zeta @ leaf - mean * total) / scale + p
         for leaf, mean, p in zip(rows, means, decayed, strict=True)
     ]
     return jnp.concatenate(pieces)
 
 
-def constrained_step(
-    direction: Array, learning_rate: Array, initial_rate: float, max_norm: float
-) -> Array:
-    """-c lr_t phi with c = min(1, sqrt(max_norm / (lr_0^2 |phi|^2))): |step|^2 <= max_norm
-    (lr_t / lr_0)^2, so the step keeps shrinking with the schedule when the bound is active."""
-    squared = initial_rate**2 * jnp.sum(direction**2)
+def constrained_step(direction: Array, learning_rate: Array, max_norm: float) -> Array:
+    """-c lr phi with c = min(1, sqrt(max_norm / (lr^2 |phi|^2))), so |step|^2 <= max_norm."""
+    squared = learning_rate**2 * jnp.sum(direction**2)
     scale = jnp.minimum(1.0, jnp.sqrt(max_norm / jnp.maximum(squared, jnp.finfo(squared).tiny)))
     return -scale * learning_rate * direction
 
@@ -188,7 +214,7 @@ def spring(
         decay: learning-rate decay per step.
         damping: Tikhonov damping lambda of the sample-space kernel (> 0).
         momentum: mu, the weight of the previous direction, in [0, 1).
-        max_norm: bound on the squared Euclidean norm of the step at the initial rate (> 0).
+        max_norm: bound on the squared Euclidean norm of each parameter update (> 0).
         kernel_dtype: dtype of the B x B kernel and its Cholesky solve ("float64", "float32").
 
     Returns:
@@ -228,7 +254,7 @@ def spring(
             kernel_dtype=kernel_dtype,
         )
         lr = schedule(state.step.astype(direction.dtype))
-        step = constrained_step(direction, lr, learning_rate, max_norm)
+        step = constrained_step(direction, lr, max_norm)
         one_walker = jax.tree_util.tree_map(lambda g: g[0], batch.per_walker_grads)
         _, unravel = ravel_pytree(one_walker)
         return unravel(step), SpringState(direction, state.step + 1)
