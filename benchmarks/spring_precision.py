@@ -23,7 +23,7 @@ from jax.scipy.linalg import cho_factor, cho_solve
 from vmcjet import runfolder
 from vmcjet.allocator import retain_freed_memory
 from vmcjet.optim.spring import leaf_rows
-from vmcjet.session import initial_state, open_session, restore_state, run_molecule
+from vmcjet.session import open_session, restore_state, run_molecule
 from vmcjet.train import make_sampler, per_walker_gradients
 
 
@@ -33,7 +33,9 @@ def direction(rows, residuals, damping, products, solve):
     scale = float(np.sqrt(batch))
     wide = jnp.float64 in (jnp.dtype(products), jnp.dtype(solve))
     with jax.enable_x64(True) if wide else contextlib.nullcontext():
-        kernel = jnp.full((batch, batch), 1.0 / batch, solve) + damping * jnp.eye(batch, dtype=solve)
+        kernel = jnp.full((batch, batch), 1.0 / batch, solve) + damping * jnp.eye(
+            batch, dtype=solve
+        )
         means = [jnp.mean(leaf, axis=0) for leaf in rows]
         for leaf, mean in zip(rows, means, strict=True):
             centred = ((leaf - mean) / scale).astype(products)
