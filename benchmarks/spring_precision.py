@@ -43,7 +43,9 @@ def direction(rows, residuals, damping, products, solve):
         target = (residuals - residuals.mean()).astype(solve) / scale
         zeta = cho_solve(cho_factor(kernel), target).astype(rows[0].dtype)
     total = jnp.sum(zeta)
-    return jnp.concatenate([(leaf.T @ zeta - m * total) / scale for leaf, m in zip(rows, means)])
+    return jnp.concatenate(
+        [(leaf.T @ zeta - m * total) / scale for leaf, m in zip(rows, means, strict=True)]
+    )
 
 
 MODES = {
