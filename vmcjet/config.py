@@ -349,6 +349,14 @@ OPTIMIZERS = ("spring", "adam", "kfac")
 KFAC_SHARING = ("expand", "reduce")  # optim.kfac.sharing (as vmcjet.optim.kfac.SHARING)
 MCMC_PROPOSALS = ("gaussian", "nucleus-scaled", "langevin")  # kernels of vmcjet.mcmc
 HF_METHODS = ("auto", "rhf", "uhf", "rohf")  # system.hf (run by vmcjet.hartree_fock)
+# (dotted key, the names it takes): checked by `check_values`.
+_CHOICES = (
+    ("precision", PRECISIONS),
+    ("optim.kernel_dtype", PRECISIONS),
+    ("system.hf", HF_METHODS),
+    ("mcmc.proposal", MCMC_PROPOSALS),
+    ("optim.kfac.sharing", KFAC_SHARING),
+)
 
 
 def get_setting(config: Config, dotted: str) -> Any:
@@ -385,38 +393,18 @@ def check_values(config: Config) -> None:
         if value < bound or (value == bound and not inclusive):
             relation = ">=" if inclusive else ">"
             raise InputError(f"config key '{key}' must be {relation} {bound}, got {value}")
-    if config.precision not in PRECISIONS:
-        choices = ", ".join(PRECISIONS)
-        raise InputError(
-            f"config key 'precision' must be one of {choices}, got '{config.precision}'"
-        )
+    for key, choices in _CHOICES:
+        value = get_setting(config, key)
+        if value not in choices:
+            raise InputError(
+                f"config key '{key}' must be one of {', '.join(choices)}, got '{value}'"
+            )
     if config.optim.optimizer not in OPTIMIZERS:
         close = difflib.get_close_matches(config.optim.optimizer, OPTIMIZERS, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise InputError(
             f"unknown optimizer '{config.optim.optimizer}' (optim.optimizer){hint}; "
             f"choose one of {', '.join(OPTIMIZERS)}"
-        )
-    if config.optim.kernel_dtype not in PRECISIONS:
-        choices = ", ".join(PRECISIONS)
-        raise InputError(
-            f"config key 'optim.kernel_dtype' must be one of {choices}, "
-            f"got '{config.optim.kernel_dtype}'"
-        )
-    if config.system.hf not in HF_METHODS:
-        raise InputError(
-            f"config key 'system.hf' must be one of {', '.join(HF_METHODS)}, "
-            f"got '{config.system.hf}'"
-        )
-    if config.mcmc.proposal not in MCMC_PROPOSALS:
-        choices = ", ".join(MCMC_PROPOSALS)
-        raise InputError(
-            f"config key 'mcmc.proposal' must be one of {choices}, got '{config.mcmc.proposal}'"
-        )
-    if config.optim.kfac.sharing not in KFAC_SHARING:
-        raise InputError(
-            f"config key 'optim.kfac.sharing' must be one of {', '.join(KFAC_SHARING)}, "
-            f"got '{config.optim.kfac.sharing}'"
         )
     if config.optim.kfac.decay >= 1.0:
         raise InputError(
