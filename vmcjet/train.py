@@ -67,6 +67,14 @@ def log_abs_psi_fn(wavefunction: Wavefunction) -> Callable[[Params, jax.Array], 
     return lambda params, electrons: wavefunction.apply(params, electrons)[1]
 
 
+def over_walkers(fn: Callable[[Any], Any], walkers: Any, walker_batch_size: int | None) -> Any:
+    """`fn` of one walker's arguments mapped over the leading axis of `walkers` (a pytree):
+    all at once with vmap (None), or `lax.map` chunks of `walker_batch_size` walkers."""
+    if walker_batch_size is None:
+        return jax.vmap(fn)(walkers)
+    return jax.lax.map(fn, walkers, batch_size=walker_batch_size)
+
+
 def per_walker_gradients(
     wavefunction: Wavefunction, walker_batch_size: int | None = None
 ) -> Callable[..., Params]:
@@ -84,11 +92,7 @@ def per_walker_gradients(
 
     def gradients(params: Params, walkers: jax.Array, keep: jax.Array | None = None) -> Params:
         keep = jnp.ones(walkers.shape[:1], bool) if keep is None else keep
-        if walker_batch_size is None:
-            return jax.vmap(one, in_axes=(None, 0, 0))(params, walkers, keep)
-        return jax.lax.map(
-            lambda args: one(params, *args), (walkers, keep), batch_size=walker_batch_size
-        )
+        return over_walkers(lambda args: one(params, *args), (walkers, keep), walker_batch_size)
 
     return gradients
 
@@ -172,14 +176,9 @@ def layer_records(
         missing = sorted(set(dense_layer_names(params)) - set(shapes))
         if missing:
             raise ValueError(f"dense layers not recorded by the network's tape: {missing}")
-        if walker_batch_size is None:
-            out = jax.vmap(one, in_axes=(None, 0, 0, None))(params, walkers, keep, shapes)
-        else:
-            out = jax.lax.map(
-                lambda args: one(params, *args, shapes),
-                (walkers, keep),
-                batch_size=walker_batch_size,
-            )
+        out = over_walkers(
+            lambda args: one(params, *args, shapes), (walkers, keep), walker_batch_size
+        )
         return optim.LayerRecords(*out)
 
     return records
