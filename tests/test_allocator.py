@@ -58,3 +58,50 @@ def test_opting_out_keeps_glibc_default_which_mmaps_the_block():
     retained, mmapped = _probe({"VMCJET_SYSTEM_MALLOC": "1"})
     assert retained == "False"
     assert mmapped >= 48 << 20
+
+
+# Retains (unless opted out), then calls a jitted function whose XLA temporaries (an 80 MiB
+# matrix, kept whole by a barrier) are above the 64 MiB that a worker thread's arena can hold,
+# and prints whether JAX's asynchronous CPU dispatch is on, the temporaries (MiB) and the page
+# faults per call after warm-up.
+_JIT_PROBE = """
+import resource
+import jax, jax.numpy as jnp
+from vmcjet.allocator import retain_freed_memory
+retain_freed_memory()
+a, b = jnp.linspace(0, 1, 4096), jnp.linspace(0, 2, 5120)
+f = jax.jit(lambda a, b: jax.lax.optimization_barrier(jnp.sin(jnp.outer(b, a))).sum(axis=0))
+temp = f.lower(a, b).compile().memory_analysis().temp_size_in_bytes / 2**20
+f(a, b).block_until_ready()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    f(a, b).block_until_ready()
+faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
+print(jax.config.values["jax_cpu_enable_async_dispatch"], temp, faults)
+"""
+
+
+def _jit_probe(extra_env: dict) -> tuple[str, float, float]:
+    env = {k: v for k, v in os.environ.items() if k not in USER_SETTINGS}
+    result = subprocess.run(
+        [sys.executable, "-c", _JIT_PROBE],
+        env={**env, **extra_env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    asynchronous, temp, faults = result.stdout.split()
+    return asynchronous, float(temp), float(faults)
+
+
+def test_temporaries_above_a_thread_arena_are_not_page_faulted_every_call():
+    asynchronous, temp_mib, faults = _jit_probe({})
+    assert asynchronous == "False"  # executables run on the main thread, whose heap keeps them
+    assert temp_mib > 64
+    assert faults < 1000  # 80 MiB of fresh pages would be ~20000 faults
+
+
+def test_opting_out_keeps_asynchronous_dispatch_and_its_fresh_pages():
+    asynchronous, temp_mib, faults = _jit_probe({"VMCJET_SYSTEM_MALLOC": "1"})
+    assert asynchronous == "True"
+    assert faults > (temp_mib * 2**20 / 4096) / 2

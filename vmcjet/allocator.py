@@ -5,11 +5,18 @@ glibc serves a request above its mmap threshold (dynamic, at most 32 MiB by defa
 pages from mmap and unmaps them on free, so every such call then page-faults once per 4 KiB page it
 touches: about 1 ms per 4 MiB here, 30% of a LiH training step and 40% of folx's kinetic energy at
 LiH batch 256 (docs/benchmarks.md). Raising glibc's mmap and trim thresholds to 1 GiB keeps freed
-memory in the heap for the next call. Limit: XLA allocates from its worker threads, whose malloc
-arenas hold at most 64 MiB per heap and still mmap larger blocks; a single arena for all threads
-would cover those too, but its lock made a LiH training step 20% slower (34 vs 28 ms) and an N2
-step no faster, so it is not set. The setting is process-wide, so only the `vmcjet` command applies
-it, never an import of the package.
+memory in the heap for the next call.
+
+Only the main thread's heap (arena) can hold such blocks: glibc gives every other thread an arena
+whose heaps hold at most 64 MiB, and mmaps larger blocks whatever the threshold. With JAX's
+asynchronous CPU dispatch, executables run on a worker thread, so a LiH training step (66 MiB of
+temporaries with SPRING's float64 kernel) took 18,600 fresh pages per call: 32.7 ms against
+20.7 ms with `jax_cpu_enable_async_dispatch` off, which runs each executable on the calling (main)
+thread (docs/benchmarks.md, "Whole step"). The driver waits for every step's statistics anyway, so
+nothing overlaps that asynchronous dispatch would have gained. A single arena for all threads
+would also cover the worker threads, but its lock made a LiH training step 20% slower (34 vs 28
+ms), so it is not set. The settings are process-wide, so only the `vmcjet` command applies them,
+never an import of the package.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+
+import jax
 
 # mallopt parameters from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD = -1
@@ -36,7 +45,8 @@ _retained = False  # whether retain_freed_memory() changed this process's alloca
 
 
 def retain_freed_memory() -> bool:
-    """Keeps freed memory in glibc's heap: mmap and trim thresholds at 1 GiB.
+    """Keeps freed memory in glibc's heap: mmap and trim thresholds at 1 GiB, and JAX's CPU
+    executables run on the calling thread so that their temporaries come from that heap.
 
     Returns:
         True when the settings were made; False off Linux, without glibc's `mallopt` (musl) or
@@ -54,6 +64,8 @@ def retain_freed_memory() -> bool:
         mallopt(_M_MMAP_THRESHOLD, size) for size in (THRESHOLD_BYTES, _FALLBACK_THRESHOLD_BYTES)
     )
     _retained = threshold_set and bool(mallopt(_M_TRIM_THRESHOLD, THRESHOLD_BYTES))
+    if _retained:
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
     return _retained
 
 

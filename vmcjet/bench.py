@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vmcjet.allocator import freed_memory_retained
+from vmcjet.blas_threads import blas_threads
 from vmcjet.config import FermiNetConfig, NetworkConfig, PsiformerConfig
 from vmcjet.errors import InputError
 from vmcjet.laplacian.kinetic import make_kinetic_energy
@@ -293,6 +294,7 @@ def machine_info() -> dict[str, Any]:
         "devices": len(jax.devices()),
         # glibc defaults page-fault large temporaries afresh on every call (vmcjet.allocator)
         "freed_memory_retained": freed_memory_retained(),
+        "blas_threads": blas_threads(),  # OpenBLAS workers spin against XLA's (vmcjet.blas_threads)
     }
 
 

@@ -26,6 +26,7 @@ import jax
 
 from vmcjet import optim
 from vmcjet.allocator import freed_memory_retained
+from vmcjet.blas_threads import blas_threads
 from vmcjet.config import Config
 from vmcjet.memory import MIB
 from vmcjet.session import initial_state, open_session, run_molecule
@@ -172,6 +173,7 @@ def write_sweep(rows: Sequence[dict], out: Path, stem: str, config: Config, comm
         "machine": platform.machine(),
         "jax": jax.__version__,
         "freed_memory_retained": freed_memory_retained(),
+        "blas_threads": blas_threads(),  # OpenBLAS workers spin against XLA's (vmcjet.blas_threads)
         "rows": list(rows),
     }
     (out / f"{stem}.json").write_text(json.dumps(record, indent=2))

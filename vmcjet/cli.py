@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from vmcjet import config as config_lib
 from vmcjet.allocator import retain_freed_memory
+from vmcjet.blas_threads import limit_blas_threads
 from vmcjet.config import Config
 from vmcjet.errors import InputError, Interrupted, VmcjetError
 from vmcjet.fileio import os_error_message
@@ -305,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `vmcjet` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     retain_freed_memory()
+    limit_blas_threads()
     with _signals_raise():
         return _main(argv)
 

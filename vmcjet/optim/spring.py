@@ -184,11 +184,24 @@ def spring_direction(
         zeta = cho_solve(cho_factor(kernel), target).astype(dtype)
     # O_bar_l^T zeta = (O_l^T zeta - mean_l sum(zeta)) / sqrt(B): no second centred copy.
     total = jnp.sum(zeta)
-    pieces = [
-        (zeta @ leaf - mean * total) / scale + p
-        for leaf, mean, p in zip(rows, means, decayed, strict=True)
-    ]
+    zeta_and_mean = jnp.stack([zeta, jnp.full_like(zeta, 1 / batch)])
+    pieces = []
+    for leaf, p in zip(rows, decayed, strict=True):
+        product, mean = _transposed_products(zeta_and_mean, leaf)
+        pieces.append((product - mean * total) / scale + p)
     return jnp.concatenate(pieces)
+
+
+def _transposed_products(vectors: Array, leaf: Array) -> Array:
+    """vectors @ leaf for (k, B) vectors with k >= 2 and a (B, P_l) leaf: (k, P_l).
+
+    Two or more rows on purpose: XLA's CPU backend fuses a single (B,) @ (B, P_l) product with
+    the operations that produce its operands (a layout copy, the sum of the pieces of a gradient)
+    into a scalar loop that runs down the columns of `leaf`, 9-13x slower than a matrix product
+    (128 x 14336 float32: 2.3-3.2 ms against 0.25 ms; docs/benchmarks.md, "Whole step"). A
+    (k, B) @ (B, P_l) product stays a library matrix product.
+    """
+    return vectors @ leaf
 
 
 def constrained_step(direction: Array, learning_rate: Array, max_norm: float) -> Array:
