@@ -14,11 +14,12 @@ a case (e.g. jax.experimental.jet has no rule for `lu`, used by slogdet) is reco
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -125,10 +126,23 @@ def _compile(case: KineticCase, method: str, walkers: Array, options: dict[str, 
     return compiled, {"compile_s": seconds, "temp_mib": temp / MIB, "peak_mib": peak / MIB}
 
 
-def _time_call(compiled, params, walkers) -> float:
+def _timed(fn: Callable[[], Any]) -> float:
+    """Milliseconds of one call of `fn`, until its results are ready."""
     start = time.perf_counter()
-    jax.block_until_ready(compiled(params, walkers))
+    jax.block_until_ready(fn())
     return 1e3 * (time.perf_counter() - start)
+
+
+def interleaved_medians(calls: Mapping[Any, Callable[[], Any]], repeats: int) -> dict[Any, float]:
+    """Median ms of each zero-argument call over `repeats` interleaved rounds, after one warm-up
+    call each (rounds interleave the calls so that a change of machine load hits all alike)."""
+    for fn in calls.values():
+        _timed(fn)
+    samples: dict[Any, list[float]] = {key: [] for key in calls}
+    for _ in range(repeats):
+        for key, fn in calls.items():
+            samples[key].append(_timed(fn))
+    return {key: statistics.median(values) for key, values in samples.items()}
 
 
 def _bench_batch(case, variants, batch, repeats, chunk_size) -> list[dict[str, Any]]:
@@ -153,12 +167,9 @@ def _bench_batch(case, variants, batch, repeats, chunk_size) -> list[dict[str, A
             compiled.pop(key, None)
             continue
         rows[key].update(stats)
-    times = {key: [] for key in compiled}
-    for _ in range(repeats):
-        for key, fn in compiled.items():
-            times[key].append(_time_call(fn, case.params, walkers))
-    for key, samples in times.items():
-        rows[key]["median_ms"] = statistics.median(samples)
+    calls = {key: functools.partial(fn, case.params, walkers) for key, fn in compiled.items()}
+    for key, median in interleaved_medians(calls, repeats).items():
+        rows[key]["median_ms"] = median
     for reference in ("hessian", "collapsed"):
         for (_, walker_batch), row in rows.items():
             base = rows.get((reference, walker_batch), {}).get("median_ms")

@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import jax
 
 from vmcjet import optim
 from vmcjet.allocator import freed_memory_retained
+from vmcjet.bench import interleaved_medians
 from vmcjet.blas_threads import blas_threads
 from vmcjet.config import Config
 from vmcjet.memory import MIB
@@ -38,12 +37,6 @@ from vmcjet.train import (
 )
 
 PARTS = ("sampling", "local_energy", "gradients", "update", "whole_step")
-
-
-def _timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    return 1e3 * (time.perf_counter() - start)
 
 
 def _compiled(fn: Callable[..., Any], *args: Any) -> tuple[Callable[[], Any], float]:
@@ -79,17 +72,6 @@ def step_parts(config: Config) -> dict[str, tuple[Callable[[], Any], float | Non
     }
 
 
-def _medians(calls: dict[Any, Callable[[], Any]], repeats: int) -> dict[Any, float]:
-    """Median ms of each call over `repeats` interleaved rounds, after one warm-up each."""
-    for fn in calls.values():
-        _timed(fn)
-    samples: dict[Any, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, fn in calls.items():
-            samples[name].append(_timed(fn))
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
 def sweep(config: Config, batch_sizes: Sequence[int], *, repeats: int = 15) -> list[dict]:
     """Rows (batch, part, ms, us per walker, ratio of us per walker to the first batch, MiB).
 
@@ -100,7 +82,7 @@ def sweep(config: Config, batch_sizes: Sequence[int], *, repeats: int = 15) -> l
     for batch in batch_sizes:
         for name, (fn, mib) in step_parts(dataclasses.replace(config, batch_size=batch)).items():
             parts[(batch, name)] = (fn, mib)
-    medians = _medians({key: fn for key, (fn, _) in parts.items()}, repeats)
+    medians = interleaved_medians({key: fn for key, (fn, _) in parts.items()}, repeats)
     first = batch_sizes[0]
     rows = []
     for (batch, name), ms in medians.items():

@@ -215,11 +215,11 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     config = resolve_config(args)
     system = config.system
     molecule = load_molecule(system.molecule, charge=system.charge, spin=system.spin)
+    check_choices(config)
+    config_lib.check_values(config)
     if args.print_config:
         print(config_lib.to_toml(config), end="")
         return 0
-    check_choices(config)
-    config_lib.check_values(config)
     from vmcjet import driver
 
     driver.run(
