@@ -95,6 +95,7 @@ def test_run_calls_the_driver(monkeypatch, tmp_path):
         (["run", "--set", "optim.damping=-1"], "'optim.damping' must be > 0"),
         (["run", "--set", "optim.damping=-1", "--print-config"], "'optim.damping' must be > 0"),
         (["run", "--set", "memory_budget_mib=0"], "'memory_budget_mib' must be > 0"),
+        (["run", "--set", "max_minutes=-5"], "'max_minutes' must be > 0"),
         (["run", "--set", "optim.optimizer=spring2"], "did you mean 'spring'"),
         (["run", "--set", "optim.kernel_dtype=float16"], "optim.kernel_dtype"),
         (["run", "--set", "optim.kfac.damping=-1"], "'optim.kfac.damping' must be > 0"),

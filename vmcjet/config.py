@@ -123,6 +123,9 @@ class Config:
     seed: int = 0  # root of every random key: step t uses fold_in(seed, t)
     batch_size: int = 128  # number of walkers (divisible by the device count; SPRING ~ B^2)
     steps: int = 10000  # optimisation steps
+    # Wall-time limit of the command (minutes, from its start: set-up and pretraining count); the
+    # run stops after the step that reaches it, saved (`--resume` continues). None: no limit.
+    max_minutes: float | None = None
     precision: str = "float32"  # "float32" or "float64"
     devices: int | None = None  # walkers are sharded over the first N devices (None: all)
     memory_budget_mib: float | None = None  # per-walker parts chunked to fit (None: no chunks)
@@ -342,6 +345,7 @@ _BOUNDS = (
     ("laplacian.chunk_size", 0, False),
     ("laplacian.walker_batch_size", 0, False),
     ("memory_budget_mib", 0.0, False),
+    ("max_minutes", 0.0, False),
 )
 PRECISIONS = ("float32", "float64")
 # The names `optim.optimizer` takes (vmcjet.optim builds them).

@@ -170,8 +170,11 @@ def _check_skipped(skipped_in_row: int, limit: int, step: int) -> None:
         )
 
 
-def _loop(session: Session, folder: Path, state: TrainState, reporter: Reporter) -> TrainState:
-    """Runs the remaining steps; returns the final state (or the state when a signal arrived)."""
+def _loop(
+    session: Session, folder: Path, state: TrainState, reporter: Reporter, deadline: float | None
+) -> TrainState:
+    """Runs the remaining steps; returns the final state, or the state after the step when a
+    signal arrived or the `time.monotonic()` deadline (None: none) passed, saved."""
     policy, total = session.config.checkpoint, session.config.steps
     schedule = _SaveSchedule(policy.every_steps, policy.every_minutes)
     writer = runfolder.StatsWriter(folder) if jax.process_index() == 0 else None
@@ -195,6 +198,13 @@ def _loop(session: Session, folder: Path, state: TrainState, reporter: Reporter)
                 if stop.signal is not None:
                     _save(session, folder, state)
                     reporter.log(f"stopped by signal {stop.signal} after step {step + 1}; saved")
+                    return state
+                if deadline is not None and now >= deadline:
+                    _save(session, folder, state)
+                    reporter.log(
+                        f"time limit of {session.config.max_minutes:g} min reached after step "
+                        f"{step + 1}; saved (`vmcjet run --resume {folder}` continues)"
+                    )
                     return state
                 if schedule.due(step):
                     _save(session, folder, state)
@@ -334,6 +344,9 @@ def run(
         InputError: another process writes the folder, a bad flag or setting, an existing run.
         ResourceError: XLA could not allocate memory (RESOURCE_EXHAUSTED).
     """
+    started = time.monotonic()
+    minutes = config.max_minutes
+    deadline = None if minutes is None else started + 60.0 * minutes
     distributed.initialize_distributed()  # before anything touches the devices
     main = jax.process_index() == 0
     if resume is not None:
@@ -358,7 +371,7 @@ def run(
                 argv=argv,
             )
             reporter.log(f"{molecule.name}: {molecule.n_electrons} electrons, run folder {folder}")
-            state = _loop(session, folder, state, reporter)
+            state = _loop(session, folder, state, reporter, deadline)
             reporter.log(f"done: {int(state.step)} steps; `vmcjet eval {folder}` for an error bar")
             return folder
         except Interrupted as stop:
