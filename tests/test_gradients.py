@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vmcjet import memory, optim
+from vmcjet import distributed, memory, optim
 from vmcjet.config import Config, FermiNetConfig, NetworkConfig, OptimConfig
 from vmcjet.errors import InputError
 from vmcjet.molecule import load_molecule
@@ -19,6 +19,7 @@ from vmcjet.train import (
     energy_gradient_fn,
     make_gradient_batch,
     make_local_energy_fn,
+    make_step_parts,
     per_walker_gradients,
     walker_chunks,
 )
@@ -89,10 +90,11 @@ def test_each_optimiser_is_fed_only_what_it_needs(lih):
         assert getattr(batch, present) is not None and getattr(batch, absent) is None
 
 
-def budget_config(budget, optimizer="spring", batch=64):
+def budget_config(budget, optimizer="spring", batch=64, devices=1):
     return Config(
         batch_size=batch,
         precision="float64",
+        devices=devices,
         memory_budget_mib=budget,
         network=SMALL,
         optim=OptimConfig(optimizer=optimizer),
@@ -119,7 +121,7 @@ def test_a_budget_too_small_for_the_batch_chooses_chunks_that_fit(lih, optimizer
         )
 
     unchunked = walker_chunks(wavefunction, molecule, budget_config(None, optimizer), opt)
-    assert unchunked == (None, None)
+    assert unchunked == (None, None, 1)
     assert min(temporaries(unchunked)) > 0.25
     size = sum(leaf.size for leaf in jax.tree.leaves(params))
     # SPRING: O (B x P), the B x B kernel and one block of the update are fixed memory.
@@ -136,7 +138,7 @@ def test_a_budget_too_small_for_the_batch_chooses_chunks_that_fit(lih, optimizer
 def test_a_large_budget_keeps_the_whole_batch(lih):
     molecule, wavefunction, _, _, _ = lih
     opt = optim.make_optimiser(OptimConfig())
-    assert walker_chunks(wavefunction, molecule, budget_config(1e5), opt) == (None, None)
+    assert walker_chunks(wavefunction, molecule, budget_config(1e5), opt) == (None, None, 1)
 
 
 def test_an_explicit_walker_batch_size_wins_for_the_local_energy(lih):
@@ -155,3 +157,42 @@ def test_a_budget_that_cannot_hold_one_walker_is_a_clear_error(lih):
         walker_chunks(
             wavefunction, molecule, budget_config(0.001), optim.make_optimiser(OptimConfig())
         )
+
+
+@pytest.mark.multidevice
+@pytest.mark.parametrize("optimizer", ["spring", "adam", "kfac"])
+def test_chunks_on_two_devices_stay_on_each_devices_walkers(lih, optimizer):
+    """Walkers sharded over 2 devices, both parts chunked: the compiled local
+    energy and gradient batch hold no all-gather (each device maps over its own walkers), and
+    they equal the unchunked parts on one device."""
+    molecule, wavefunction, params, _, _ = lih
+    walkers = jax.random.normal(jax.random.key(3), (16, molecule.n_electrons, 3), jnp.float64)
+    residuals = jax.random.normal(jax.random.key(4), (16,), jnp.float64)
+    finite = jnp.ones(16, bool)
+    # The local energy's chunks given; the gradients' from a budget (SPRING: none, as its fixed
+    # O and kernel block leave no budget that both fits one walker and chunks 8).
+    config = budget_config(None if optimizer == "spring" else 0.03, optimizer, batch=16, devices=2)
+    config = dataclasses.replace(
+        config, laplacian=dataclasses.replace(config.laplacian, walker_batch_size=3)
+    )
+    chunked = make_step_parts(wavefunction, molecule, config)
+    chunks = walker_chunks(wavefunction, molecule, config, chunked.optimiser)
+    assert chunks.groups == 2 and chunks.local_energy == 3
+    assert optimizer == "spring" or chunks.gradients < 8
+    plain = make_step_parts(wavefunction, molecule, budget_config(None, optimizer, batch=16))
+    mesh = distributed.make_walker_mesh(jax.devices()[:2])
+    sharded = distributed.shard_walkers((walkers, residuals, finite), mesh)
+    for name, args in [
+        ("local_energy", (params, sharded[0])),
+        ("gradient_batch", (params, *sharded)),
+    ]:
+        compiled = jax.jit(getattr(chunked, name)).lower(*args).compile().as_text()
+        assert "all-gather" not in compiled, name
+    assert_trees_close(
+        chunked.local_energy(params, sharded[0]), plain.local_energy(params, walkers), 1e-9
+    )
+    assert_trees_close(
+        chunked.gradient_batch(params, *sharded),
+        plain.gradient_batch(params, walkers, residuals, finite),
+        1e-9,
+    )

@@ -22,19 +22,13 @@ from typing import Any
 
 import jax
 
-from vmcjet import optim
 from vmcjet.allocator import freed_memory_retained
 from vmcjet.bench import interleaved_medians
 from vmcjet.blas_threads import blas_threads
 from vmcjet.config import Config
 from vmcjet.memory import MIB
 from vmcjet.session import initial_state, open_session, run_molecule
-from vmcjet.train import (
-    make_gradient_batch,
-    make_local_energy_fn,
-    make_sampler,
-    walker_chunks,
-)
+from vmcjet.train import make_step_parts
 
 PARTS = ("sampling", "local_energy", "gradients", "update", "whole_step")
 
@@ -52,11 +46,9 @@ def step_parts(config: Config) -> dict[str, tuple[Callable[[], Any], float | Non
     session = open_session(config, molecule)
     state = initial_state(session, template_only=True)
     wavefunction = session.wavefunction
-    optimiser = optim.make_optimiser(config.optim)
-    chunks = walker_chunks(wavefunction, molecule, config, optimiser)
-    sample = make_sampler(wavefunction, molecule, config)
-    local_energy = make_local_energy_fn(wavefunction, molecule, config, chunks.local_energy)
-    gradient_batch = make_gradient_batch(wavefunction, optimiser.needs, chunks.gradients)
+    optimiser, sample, local_energy, gradient_batch = make_step_parts(
+        wavefunction, molecule, config
+    )
     key = jax.random.key(0)
     walkers = state.sampler.walkers
     energies = jax.jit(local_energy)(state.params, walkers)

@@ -252,10 +252,17 @@ def make_sampler_and_local_energy(
 
 
 class WalkerChunks(NamedTuple):
-    """Walkers per chunk of the per-walker parts of a step (None: the whole batch at once)."""
+    """Walkers per chunk of the per-walker parts of a step (None: the whole batch at once), and
+    the device groups the chunks are taken within."""
 
     local_energy: int | None
     gradients: int | None
+    groups: int = 1
+
+
+def walker_groups(config: Config) -> int:
+    """Devices of the walker mesh (`config.devices`, else all devices of all processes)."""
+    return config.devices or jax.device_count()
 
 
 def walker_chunks(
@@ -263,19 +270,20 @@ def walker_chunks(
 ) -> WalkerChunks:
     """Chunks from `config.memory_budget_mib` (see `vmcjet.memory`); an explicit
     `laplacian.walker_batch_size` wins for the local energy. Without a budget: no gradient chunks.
-    The budget is for the whole batch on one device (chunks of walkers sharded over several
-    devices are gathered by XLA: with several devices, leave the budget unset).
+    The budget and the chunks are per device: with walkers sharded over G devices, each device
+    holds B / G walkers and takes its chunks from them (`grouped_by_device`).
 
     Raises:
         InputError: when the budget cannot hold one walker of a part.
     """
     explicit = config.laplacian.walker_batch_size
     budget = config.memory_budget_mib
+    groups = walker_groups(config)
     if budget is None:
-        return WalkerChunks(explicit, None)
+        return WalkerChunks(explicit, None, groups)
     dtype = jnp.dtype(config.precision)
     params = jax.eval_shape(lambda: wavefunction.init(key=jax.random.key(0), dtype=dtype))
-    batch, n = config.batch_size, molecule.n_electrons
+    batch, n = config.batch_size // groups, molecule.n_electrons
 
     def walkers(count: int) -> jax.ShapeDtypeStruct:
         return jax.ShapeDtypeStruct((count, n, 3), dtype)
@@ -295,12 +303,82 @@ def walker_chunks(
         gradient_batch = make_gradient_batch(wavefunction, optimiser.needs, chunk)
         return gradient_batch, (params, walkers(count), vector, finite)
 
-    fixed = 0  # SPRING: O (B x P, the part's output) and its update's float64 kernel and block
+    fixed = 0  # SPRING: O (this device's rows) and its update's float64 kernel (B x B) and block
     if optim.PER_WALKER_GRADS in optimiser.needs:
         size = sum(leaf.size for leaf in jax.tree_util.tree_leaves(params))
-        fixed = batch * size * dtype.itemsize + 8 * (batch**2 + BLOCK_ELEMENTS)
+        fixed = batch * size * dtype.itemsize + 8 * (config.batch_size**2 + BLOCK_ELEMENTS)
     gradients = memory.walker_chunk("gradients", batch, gradients_part, budget, fixed_bytes=fixed)
-    return WalkerChunks(local_energy, gradients)
+    return WalkerChunks(local_energy, gradients, groups)
+
+
+def _split_groups(tree: Any, groups: int) -> Any:
+    """Leading axis B of every leaf as (groups, B / groups): group g = the walkers of device g."""
+    return jax.tree_util.tree_map(lambda x: x.reshape(groups, -1, *x.shape[1:]), tree)
+
+
+def _join_groups(tree: Any) -> Any:
+    """The inverse of `_split_groups`: (groups, B / groups, ...) leaves back to (B, ...)."""
+    return jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), tree)
+
+
+def grouped_by_device(
+    local_energy: Callable[..., jax.Array],
+    gradient_batch: Callable[..., optim.GradientBatch],
+    groups: int,
+) -> tuple[Callable[..., jax.Array], Callable[..., optim.GradientBatch]]:
+    """The local energy and gradient-batch functions applied to each device's walkers apart.
+
+    With walkers sharded over `groups` devices, a `lax.map` over chunks of the whole batch makes
+    XLA gather every walker onto every device (the chunks cut across devices). Splitting the batch
+    axis into (groups, B / groups) first, in device order, and vmapping over the groups keeps each
+    device's chunks on its own walkers (no all-gather in the compiled step, tests/test_gradients).
+    Per-walker outputs are joined back to (B, ...); the energy gradient, a mean over each group's
+    walkers, is averaged over the equal groups. A group without a finite walker makes the step's
+    gradient non-finite, so the step is skipped (as for a batch without one).
+    """
+
+    def energy(params: Params, walkers: jax.Array) -> jax.Array:
+        per_group = jax.vmap(local_energy, in_axes=(None, 0))(
+            params, _split_groups(walkers, groups)
+        )
+        return _join_groups(per_group)
+
+    def batch(params, walkers, residuals, finite) -> optim.GradientBatch:
+        split = _split_groups((walkers, residuals, finite), groups)
+        out = jax.vmap(gradient_batch, in_axes=(None, 0, 0, 0))(params, *split)
+        return optim.GradientBatch(
+            residuals=_join_groups(out.residuals),
+            per_walker_grads=_join_groups(out.per_walker_grads),
+            gradient=jax.tree_util.tree_map(lambda g: jnp.mean(g, axis=0), out.gradient),
+            layers=_join_groups(out.layers),
+        )
+
+    return energy, batch
+
+
+class StepParts(NamedTuple):
+    """The functions a train step is made of (`make_step_parts`)."""
+
+    optimiser: optim.Optimiser
+    sample: Callable[..., tuple[mcmc.McmcState, jax.Array]]
+    local_energy: Callable[..., jax.Array]
+    gradient_batch: Callable[..., optim.GradientBatch]
+
+
+def make_step_parts(wavefunction: Wavefunction, molecule: Molecule, config: Config) -> StepParts:
+    """The optimiser, sampler, local energy and gradient batch of a train step, with the walker
+    chunks of `walker_chunks`, taken per device when chunked over several devices."""
+    optimiser = optim.make_optimiser(config.optim)
+    chunks = walker_chunks(wavefunction, molecule, config, optimiser)
+    local_energy = make_local_energy_fn(wavefunction, molecule, config, chunks.local_energy)
+    gradient_batch = make_gradient_batch(wavefunction, optimiser.needs, chunks.gradients)
+    chunked = chunks.local_energy is not None or chunks.gradients is not None
+    if chunked and chunks.groups > 1:
+        local_energy, gradient_batch = grouped_by_device(
+            local_energy, gradient_batch, chunks.groups
+        )
+    sample = make_sampler(wavefunction, molecule, config)
+    return StepParts(optimiser, sample, local_energy, gradient_batch)
 
 
 def make_gradient_batch(
@@ -333,11 +411,9 @@ def make_train_step(
     wavefunction: Wavefunction, molecule: Molecule, config: Config
 ) -> Callable[..., tuple[TrainState, StepStats]]:
     """Returns `step(state, *, root_key) -> (state, stats)`, pure and jittable."""
-    optimiser = optim.make_optimiser(config.optim)
-    chunks = walker_chunks(wavefunction, molecule, config, optimiser)
-    sample = make_sampler(wavefunction, molecule, config)
-    local_energy = make_local_energy_fn(wavefunction, molecule, config, chunks.local_energy)
-    gradient_batch = make_gradient_batch(wavefunction, optimiser.needs, chunks.gradients)
+    optimiser, sample, local_energy, gradient_batch = make_step_parts(
+        wavefunction, molecule, config
+    )
 
     def step(state: TrainState, *, root_key: jax.Array) -> tuple[TrainState, StepStats]:
         key = jax.random.fold_in(root_key, state.step)

@@ -124,9 +124,10 @@ def test_time_limit_stops_with_a_checkpoint_and_resume_finishes_bitwise(tmp_path
     # A limit already passed when training starts: the run stops after its first step, saved.
     run(tmp_path / "limited", 4, "--set", "max_minutes=1e-9")
     assert len(stats_rows(tmp_path / "limited")) == 1
-    assert "time limit of 1e-09 min reached after step 1" in (
-        tmp_path / "limited" / "run.log"
-    ).read_text()
+    assert (
+        "time limit of 1e-09 min reached after step 1"
+        in (tmp_path / "limited" / "run.log").read_text()
+    )
     limit_off = ["--set", "max_minutes=10"]
     assert cli.main(["run", "--resume", str(tmp_path / "limited"), *limit_off]) == 0
     full, resumed = final_arrays(tmp_path / "full"), final_arrays(tmp_path / "limited")
