@@ -185,14 +185,15 @@ def test_bench_step_applies_the_table(monkeypatch):
 
 
 def test_optimiser_follows_the_batch():
-    """SPRING up to SPRING_MAX_BATCH walkers, KFAC above; a flag or --set batch wins over the row
+    """The measured batch nearest on a log scale decides; a flag or --set batch wins over the row
     and moves the optimiser with it; an explicit optimiser wins over both."""
-    small = defaults.SPRING_MAX_BATCH
-    assert _resolved("LiH").optim.optimizer == "kfac"
-    assert _resolved("LiH", {"batch_size": small}).optim.optimizer == "spring"
-    assert _resolved("LiH", {"batch_size": small + 1}).optim.optimizer == "kfac"
-    sets = {"batch_size": small, "optim": {"optimizer": "kfac"}}
-    assert _resolved("LiH", sets).optim.optimizer == "kfac"
+    assert _resolved("LiH").optim.optimizer == "spring"  # batch 256
+    for batch, expected in [(64, "kfac"), (128, "kfac"), (200, "spring"), (300, "spring")]:
+        assert _resolved("LiH", {"batch_size": batch}).optim.optimizer == expected, batch
+    for batch, expected in [(400, "kfac"), (4096, "kfac")]:
+        assert _resolved("LiH", {"batch_size": batch}).optim.optimizer == expected, batch
+    sets = {"batch_size": 128, "optim": {"optimizer": "spring"}}
+    assert _resolved("LiH", sets).optim.optimizer == "spring"
 
 
 def test_optimiser_comes_from_the_table(monkeypatch):

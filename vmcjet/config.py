@@ -99,7 +99,7 @@ class KfacConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    optimizer: str = "kfac"  # "kfac", "spring" (natural gradient in sample space) or "adam"
+    optimizer: str = "spring"  # "spring" (natural gradient in sample space), "kfac" or "adam"
     lr: float = 0.1  # initial learning rate (SPRING step scale; tuned on LiH, docs/results.md)
     lr_decay: float = 1e-2  # lr(t) = lr / (1 + lr_decay * t)
     damping: float = 1e-3  # SPRING: Tikhonov damping of the sample-space kernel
@@ -121,7 +121,7 @@ class CheckpointConfig:
 @dataclass(frozen=True)
 class Config:
     seed: int = 0  # root of every random key: step t uses fold_in(seed, t)
-    batch_size: int = 1024  # number of walkers (divisible by the device count; SPRING ~ B^2)
+    batch_size: int = 256  # number of walkers (divisible by the device count; SPRING ~ B^2)
     steps: int = 10000  # optimisation steps
     # Wall-time limit of the command (minutes, from its start: set-up and pretraining count); the
     # run stops after the step that reaches it, saved (`--resume` continues). None: no limit.

@@ -88,9 +88,9 @@ class SizeRule:
 # Reasons per row and column: docs/results.md, "Defaults by system size".
 # fmt: off
 SIZE_RULES: tuple[SizeRule, ...] = (
-    # 1-4 electrons (H..Be, H2, LiH, H4): the measured LiH defaults (KFAC at batch 1024).
+    # 1-4 electrons (H..Be, H2, LiH, H4): the measured LiH defaults (SPRING at batch 256).
     SizeRule(
-        min_electrons=1, max_electrons=4, batch_size=1024,
+        min_electrons=1, max_electrons=4, batch_size=256,
         hidden_one=64, hidden_two=16, layers=3, psiformer=(2, 4, 8), determinants=4,
         moves=10, burn_in=200, width=0.2, width_z=math.inf,
         lr=0.1, lr_decay=1e-2, clip_width=5.0,
@@ -134,22 +134,29 @@ def initial_width(rule: SizeRule, z_max: float) -> float:
     return round(min(rule.width, rule.width_z / z_max), 4)
 
 
-# SPRING up to this many walkers, KFAC above (`choose_optimiser`).
-SPRING_MAX_BATCH = 128
+# The optimiser that reached the lowest energy in the same 10000 steps, per batch size, measured
+# on LiH (docs/results.md, "Optimiser by batch"). `choose_optimiser` takes the measured batch
+# nearest on a log scale; beyond the ends, the end's choice (above 1024: KFAC, whose cost stays
+# linear in B while SPRING's kernel grows as B^2 P).
+OPTIMISER_BY_BATCH: tuple[tuple[int, str], ...] = (
+    (128, "kfac"),
+    (256, "spring"),
+    (512, "kfac"),
+    (1024, "kfac"),
+)
 
 
 def choose_optimiser(*, batch_size: int, parameters: int | None) -> str:
     """The optimiser for a run of `batch_size` walkers and `parameters` network parameters.
 
-    The one place where the optimiser is chosen, from time to accuracy measured here
-    (docs/results.md, "Optimiser by batch"): KFAC above `SPRING_MAX_BATCH` walkers, SPRING at or
-    below it. SPRING's update costs 2 B^2 P flops (its B x B kernel, float64) against KFAC's ~B P,
-    and on LiH KFAC at batch 256-1024 ended closer to the exact energy than SPRING at 128 for the
-    same 10000 steps. `parameters` (None when the network config is invalid) is not used: every
-    measurement was with networks of 30k-300k parameters, where the batch decides.
+    The one place where the optimiser is chosen: the entry of `OPTIMISER_BY_BATCH` whose batch is
+    nearest to `batch_size` on a log scale (ties to the smaller batch). `parameters` (None when the
+    network config is invalid) is not used: every measurement was with the small network (32k
+    parameters), so no rule by parameter count is backed by a measurement yet.
     """
     del parameters
-    return "spring" if batch_size <= SPRING_MAX_BATCH else "kfac"
+    nearest = min(OPTIMISER_BY_BATCH, key=lambda entry: abs(math.log2(entry[0] / batch_size)))
+    return nearest[1]
 
 
 def size_defaults(molecule: Molecule, *, network_preset: str = "cpu") -> dict[str, Any]:
