@@ -93,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_analysis_parsers(commands: Any) -> None:
     evaluate = commands.add_parser("eval", help="MCMC with frozen parameters: energy ± error")
     evaluate.add_argument("run_folder", help="folder written by `vmcjet run`")
-    evaluate.add_argument("--steps", type=int, default=1000, help="MCMC steps to average over")
+    evaluate.add_argument(
+        "--steps",
+        type=int,
+        help="MCMC steps to average over (default: 10^6 walker samples / batch, at least 1000)",
+    )
     analyze = commands.add_parser("analyze", help="energy ± error from the training statistics")
     analyze.add_argument("run_folder", help="folder written by `vmcjet run`")
     analyze.add_argument(
