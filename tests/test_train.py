@@ -125,6 +125,8 @@ def test_run_stops_after_consecutive_skipped_steps(tmp_path, monkeypatch, capsys
         "mcmc.burn_in=2",
         "--set",
         "precision=float64",
+        "--set",
+        "optim.optimizer=spring",  # the trap wavefunction records no layers for KFAC
     ]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]

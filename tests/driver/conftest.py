@@ -24,6 +24,9 @@ TINY = [
     "system.basis=sto-3g",
     "--set",
     "log_every=1000",
+    # the tiny batches would get KFAC (defaults.choose_optimiser); tests that want KFAC set it
+    "--set",
+    "optim.optimizer=spring",
 ]
 
 
