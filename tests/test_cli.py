@@ -152,3 +152,35 @@ def test_python_m_vmcjet_molecules():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("P2: 30 electrons")
+
+
+def test_a_signal_inside_a_gc_callback_is_sent_again_not_lost(monkeypatch):
+    """JAX registers a gc callback; an Interrupted raised in it would be printed and dropped, so
+    the handler re-sends the signal from outside it instead of raising there."""
+    import gc
+    import signal
+    import sys
+    import threading
+
+    frames = []
+
+    def callback(phase, info):
+        frames.append(sys._getframe())
+
+    gc.callbacks.append(callback)
+    try:
+        gc.collect()
+    finally:
+        gc.callbacks.remove(callback)
+        inside = frames[0]
+    sent = threading.Event()
+    calls = []
+    monkeypatch.setattr(cli.os, "kill", lambda pid, sig: (calls.append((pid, sig)), sent.set()))
+    gc.callbacks.append(callback)  # the frame's code must be a registered callback's
+    try:
+        cli._raise_interrupted(signal.SIGINT, inside)  # no exception: deferred
+    finally:
+        gc.callbacks.remove(callback)
+    assert sent.wait(timeout=5) and calls == [(cli.os.getpid(), signal.SIGINT)]
+    with pytest.raises(cli.Interrupted):
+        cli._raise_interrupted(signal.SIGINT, sys._getframe())  # ordinary code: raises at once

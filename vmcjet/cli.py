@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 import shlex
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -285,7 +287,27 @@ def format_molecule(molecule: Molecule) -> str:
     return "\n".join(lines)
 
 
+# Seconds after which a signal that arrived inside a garbage-collector callback is sent again.
+SIGNAL_RETRY_SECONDS = 0.05
+
+
+def _in_gc_callback(frame: Any) -> bool:
+    """Whether `frame` (or a caller of it) is a garbage-collector callback or a `__del__`, where
+    Python prints an exception ("Exception ignored in ...") and drops it."""
+    callbacks = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _raise_interrupted(signum: int, frame: Any) -> None:
+    """Raises `Interrupted`; inside a gc callback (JAX registers one) the exception would be
+    dropped and the signal lost, so the signal is sent again shortly, from outside it."""
+    if _in_gc_callback(frame):
+        threading.Timer(SIGNAL_RETRY_SECONDS, os.kill, (os.getpid(), signum)).start()
+        return
     raise Interrupted(signum)
 
 
