@@ -60,7 +60,7 @@ def test_opting_out_keeps_glibc_default_which_mmaps_the_block():
     assert mmapped >= 48 << 20
 
 
-# Retains (unless opted out), then calls a jitted function whose XLA temporaries (an 80 MiB
+# Retains (unless opted out), then calls a jitted function whose XLA temporaries (a 160 MiB
 # matrix, kept whole by a barrier) are above the 64 MiB that a worker thread's arena can hold,
 # and prints whether JAX's asynchronous CPU dispatch is on, the temporaries (MiB) and the page
 # faults per call after warm-up.
@@ -69,7 +69,7 @@ import resource
 import jax, jax.numpy as jnp
 from vmcjet.allocator import retain_freed_memory
 retain_freed_memory()
-a, b = jnp.linspace(0, 1, 4096), jnp.linspace(0, 2, 5120)
+a, b = jnp.linspace(0, 1, 4096), jnp.linspace(0, 2, 10240)
 f = jax.jit(lambda a, b: jax.lax.optimization_barrier(jnp.sin(jnp.outer(b, a))).sum(axis=0))
 temp = f.lower(a, b).compile().memory_analysis().temp_size_in_bytes / 2**20
 f(a, b).block_until_ready()
@@ -98,10 +98,13 @@ def test_temporaries_above_a_thread_arena_are_not_page_faulted_every_call():
     asynchronous, temp_mib, faults = _jit_probe({})
     assert asynchronous == "False"  # executables run on the main thread, whose heap keeps them
     assert temp_mib > 64
-    assert faults < 1000  # 80 MiB of fresh pages would be ~20000 faults
+    # Fresh pages for the whole temporary would be ~41000 faults. Blocks of XLA's own worker
+    # threads (16-32 MiB, heaps glibc frees whatever the thresholds) still fault: up to ~12000
+    # seen here, so the bound is half the temporary's pages.
+    assert faults < (temp_mib * 2**20 / 4096) / 2
 
 
 def test_opting_out_keeps_asynchronous_dispatch_and_its_fresh_pages():
     asynchronous, temp_mib, faults = _jit_probe({"VMCJET_SYSTEM_MALLOC": "1"})
     assert asynchronous == "True"
-    assert faults > (temp_mib * 2**20 / 4096) / 2
+    assert faults > (temp_mib * 2**20 / 4096) * 0.9
