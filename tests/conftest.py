@@ -5,6 +5,8 @@ Tests that call the `vmcjet` command in this process keep glibc's allocator defa
 (VMCJET_SYSTEM_MALLOC), so the order of the tests does not change the process's malloc."""
 
 import os
+import subprocess
+import sys
 import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
@@ -27,3 +29,23 @@ def _restore_x64():
     switch it back on for the next test."""
     yield
     jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture
+def fresh_python():
+    """`run(code, drop, extra_env) -> stdout`: `code` in a new Python process (as the `vmcjet`
+    command starts), with the variables named in `drop` removed from this environment and
+    `extra_env` added; a non-zero exit fails the test."""
+
+    def run(code: str, drop, extra_env: dict) -> str:
+        env = {k: v for k, v in os.environ.items() if k not in drop}
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**env, **extra_env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return result.stdout
+
+    return run

@@ -2,8 +2,6 @@
 heap, not from mmap; with the opt-out glibc's defaults mmap it."""
 
 import ctypes
-import os
-import subprocess
 import sys
 
 import pytest
@@ -35,27 +33,19 @@ print(retained, libc.mallinfo2().hblkhd)
 """
 
 
-def _probe(extra_env: dict) -> tuple[str, int]:
-    env = {k: v for k, v in os.environ.items() if k not in USER_SETTINGS}
-    result = subprocess.run(
-        [sys.executable, "-c", _PROBE],
-        env={**env, **extra_env},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    retained, mmapped = result.stdout.split()
+def _probe(fresh_python, extra_env: dict) -> tuple[str, int]:
+    retained, mmapped = fresh_python(_PROBE, USER_SETTINGS, extra_env).split()
     return retained, int(mmapped)
 
 
-def test_retained_block_comes_from_the_heap():
-    retained, mmapped = _probe({})
+def test_retained_block_comes_from_the_heap(fresh_python):
+    retained, mmapped = _probe(fresh_python, {})
     assert retained == "True"
     assert mmapped < 48 << 20
 
 
-def test_opting_out_keeps_glibc_default_which_mmaps_the_block():
-    retained, mmapped = _probe({"VMCJET_SYSTEM_MALLOC": "1"})
+def test_opting_out_keeps_glibc_default_which_mmaps_the_block(fresh_python):
+    retained, mmapped = _probe(fresh_python, {"VMCJET_SYSTEM_MALLOC": "1"})
     assert retained == "False"
     assert mmapped >= 48 << 20
 
@@ -81,21 +71,13 @@ print(jax.config.values["jax_cpu_enable_async_dispatch"], temp, faults)
 """
 
 
-def _jit_probe(extra_env: dict) -> tuple[str, float, float]:
-    env = {k: v for k, v in os.environ.items() if k not in USER_SETTINGS}
-    result = subprocess.run(
-        [sys.executable, "-c", _JIT_PROBE],
-        env={**env, **extra_env},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    asynchronous, temp, faults = result.stdout.split()
+def _jit_probe(fresh_python, extra_env: dict) -> tuple[str, float, float]:
+    asynchronous, temp, faults = fresh_python(_JIT_PROBE, USER_SETTINGS, extra_env).split()
     return asynchronous, float(temp), float(faults)
 
 
-def test_temporaries_above_a_thread_arena_are_not_page_faulted_every_call():
-    asynchronous, temp_mib, faults = _jit_probe({})
+def test_temporaries_above_a_thread_arena_are_not_page_faulted_every_call(fresh_python):
+    asynchronous, temp_mib, faults = _jit_probe(fresh_python, {})
     assert asynchronous == "False"  # executables run on the main thread, whose heap keeps them
     assert temp_mib > 64
     # Fresh pages for the whole temporary would be ~41000 faults. Blocks of XLA's own worker
@@ -104,7 +86,7 @@ def test_temporaries_above_a_thread_arena_are_not_page_faulted_every_call():
     assert faults < (temp_mib * 2**20 / 4096) / 2
 
 
-def test_opting_out_keeps_asynchronous_dispatch_and_its_fresh_pages():
-    asynchronous, temp_mib, faults = _jit_probe({"VMCJET_SYSTEM_MALLOC": "1"})
+def test_opting_out_keeps_asynchronous_dispatch_and_its_fresh_pages(fresh_python):
+    asynchronous, temp_mib, faults = _jit_probe(fresh_python, {"VMCJET_SYSTEM_MALLOC": "1"})
     assert asynchronous == "True"
     assert faults > (temp_mib * 2**20 / 4096) * 0.9

@@ -3,8 +3,6 @@ own OPENBLAS_NUM_THREADS (or the opt-out) wins. Each case in a fresh process, as
 
 import json
 import os
-import subprocess
-import sys
 
 from vmcjet.blas_threads import USER_SETTINGS
 
@@ -21,26 +19,18 @@ print(json.dumps([limited, before, blas_threads()]))
 """
 
 
-def _probe(extra_env: dict) -> list:
-    env = {k: v for k, v in os.environ.items() if k not in USER_SETTINGS}
-    result = subprocess.run(
-        [sys.executable, "-c", _PROBE],
-        env={**env, **extra_env},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(result.stdout)
+def _probe(fresh_python, extra_env: dict) -> list:
+    return json.loads(fresh_python(_PROBE, USER_SETTINGS, extra_env))
 
 
-def test_limit_sets_every_blas_pool_to_one_thread():
-    limited, before, after = _probe({})
+def test_limit_sets_every_blas_pool_to_one_thread(fresh_python):
+    limited, before, after = _probe(fresh_python, {})
     assert limited is True
     assert before == os.cpu_count()  # OpenBLAS's own default: one worker per core
     assert after == 1
 
 
-def test_users_own_setting_wins():
-    limited, before, after = _probe({"OPENBLAS_NUM_THREADS": "2"})
+def test_users_own_setting_wins(fresh_python):
+    limited, before, after = _probe(fresh_python, {"OPENBLAS_NUM_THREADS": "2"})
     assert limited is False
     assert before == after == 2
