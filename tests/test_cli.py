@@ -1,7 +1,10 @@
 """The `vmcjet` command: molecules listing, config resolution, one-line errors, exit 2."""
 
+import gc
+import signal
 import subprocess
 import sys
+import threading
 import tomllib
 import types
 from pathlib import Path
@@ -157,11 +160,6 @@ def test_python_m_vmcjet_molecules():
 def test_a_signal_inside_a_gc_callback_is_sent_again_not_lost(monkeypatch):
     """JAX registers a gc callback; an Interrupted raised in it would be printed and dropped, so
     the handler re-sends the signal from outside it instead of raising there."""
-    import gc
-    import signal
-    import sys
-    import threading
-
     frames = []
 
     def callback(phase, info):
