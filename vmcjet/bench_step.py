@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import platform
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
 
-from vmcjet.allocator import freed_memory_retained
-from vmcjet.bench import interleaved_medians
-from vmcjet.blas_threads import blas_threads
+from vmcjet.bench import interleaved_medians, machine_info
 from vmcjet.config import Config
 from vmcjet.memory import MIB
 from vmcjet.session import initial_state, open_session, run_molecule
@@ -144,10 +141,7 @@ def write_sweep(rows: Sequence[dict], out: Path, stem: str, config: Config, comm
         "molecule": config.system.molecule,
         "optimizer": config.optim.optimizer,
         "memory_budget_mib": config.memory_budget_mib,
-        "machine": platform.machine(),
-        "jax": jax.__version__,
-        "freed_memory_retained": freed_memory_retained(),
-        "blas_threads": blas_threads(),  # OpenBLAS workers spin against XLA's (vmcjet.blas_threads)
+        "machine": machine_info(),  # platform, versions, load, allocator and BLAS settings
         "rows": list(rows),
     }
     (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
