@@ -14,14 +14,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from vmcjet.allocator import retain_freed_memory
 from vmcjet.bench import add_kinetic_arguments, run_kinetic_from_args
-from vmcjet.blas_threads import limit_blas_threads
+from vmcjet.cli import apply_process_settings
 
 
 def main(argv: list[str]) -> None:
-    retain_freed_memory()  # as the `vmcjet` command does, so that the numbers compare
-    limit_blas_threads()
+    apply_process_settings()  # as the `vmcjet` command does, so that the numbers compare
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_kinetic_arguments(parser)
     command = shlex.join(["python", "benchmarks/kinetic.py", *argv])

@@ -21,8 +21,7 @@ import numpy as np
 from jax.scipy.linalg import cho_factor, cho_solve
 
 from vmcjet import runfolder
-from vmcjet.allocator import retain_freed_memory
-from vmcjet.blas_threads import limit_blas_threads
+from vmcjet.cli import apply_process_settings
 from vmcjet.optim.spring import leaf_rows
 from vmcjet.session import open_session, restore_state, run_molecule
 from vmcjet.train import make_sampler, per_walker_gradients
@@ -62,8 +61,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="256,1024")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    retain_freed_memory()
-    limit_blas_threads()
+    apply_process_settings()  # as the `vmcjet` command does, so that the numbers compare
     folder = Path(args.run_folder)
     config = runfolder.read_config(folder)
     molecule = run_molecule(config)

@@ -328,11 +328,17 @@ def _signals_raise() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def apply_process_settings() -> None:
+    """The command's process-wide settings (vmcjet.allocator, vmcjet.blas_threads); benchmark
+    scripts apply them too, so that their numbers compare with the command's."""
+    retain_freed_memory()
+    limit_blas_threads()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `vmcjet` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    retain_freed_memory()
-    limit_blas_threads()
+    apply_process_settings()
     with _signals_raise():
         return _main(argv)
 
