@@ -52,10 +52,12 @@ def test_opting_out_keeps_glibc_default_which_mmaps_the_block(fresh_python):
 
 # Retains (unless opted out), then calls a jitted function whose XLA temporaries (a 160 MiB
 # matrix, kept whole by a barrier) are above the 64 MiB that a worker thread's arena can hold,
-# and prints whether JAX's asynchronous CPU dispatch is on, the temporaries (MiB) and the page
-# faults per call after warm-up.
+# and prints whether JAX's asynchronous CPU dispatch is on, the temporaries (MiB) and the median
+# page faults per call over 15 calls after the first. The median, because the heap takes a few
+# calls to settle: 1 to 3 of the first 7 calls were seen to fault the whole temporary again
+# (a small block left in the freed hole), every later call none.
 _JIT_PROBE = """
-import resource
+import resource, statistics
 import jax, jax.numpy as jnp
 from vmcjet.allocator import retain_freed_memory
 retain_freed_memory()
@@ -63,11 +65,12 @@ a, b = jnp.linspace(0, 1, 4096), jnp.linspace(0, 2, 10240)
 f = jax.jit(lambda a, b: jax.lax.optimization_barrier(jnp.sin(jnp.outer(b, a))).sum(axis=0))
 temp = f.lower(a, b).compile().memory_analysis().temp_size_in_bytes / 2**20
 f(a, b).block_until_ready()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
+faults = []
+for _ in range(15):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     f(a, b).block_until_ready()
-faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
-print(jax.config.values["jax_cpu_enable_async_dispatch"], temp, faults)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(jax.config.values["jax_cpu_enable_async_dispatch"], temp, statistics.median(faults))
 """
 
 
@@ -80,10 +83,8 @@ def test_temporaries_above_a_thread_arena_are_not_page_faulted_every_call(fresh_
     asynchronous, temp_mib, faults = _jit_probe(fresh_python, {})
     assert asynchronous == "False"  # executables run on the main thread, whose heap keeps them
     assert temp_mib > 64
-    # Fresh pages for the whole temporary would be ~41000 faults. Blocks of XLA's own worker
-    # threads (16-32 MiB, heaps glibc frees whatever the thresholds) still fault: up to ~12000
-    # seen here, so the bound is half the temporary's pages.
-    assert faults < (temp_mib * 2**20 / 4096) / 2
+    # Fresh pages for the whole temporary would be ~41000 faults; a settled heap gives 0-50.
+    assert faults < (temp_mib * 2**20 / 4096) / 4
 
 
 def test_opting_out_keeps_asynchronous_dispatch_and_its_fresh_pages(fresh_python):
