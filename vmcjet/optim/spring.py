@@ -23,11 +23,11 @@ on that subspace the added term vanishes, so the solution is unchanged, while th
 well conditioned even for tiny lambda (1 is an eigenvector with eigenvalue 1 + lambda).
 
 Per-leaf kernel: O is never concatenated into one B x P array. With O_l (B, P_l) the rows of
-parameter leaf l, taken in column blocks of at most BLOCK_ELEMENTS entries by a loop,
-O_bar O_bar^T = sum_l O_bar_l O_bar_l^T and O_bar^T zeta is the list of O_bar_l^T zeta =
-(O_l^T zeta - mean_l sum(zeta)) / sqrt(B), so beyond the per-walker gradients themselves the
-update holds one centred block at a time (XLA may keep a few of the leaves narrower than a
-block at once), the B x B kernel and (P,) vectors.
+parameter leaf l, taken in column blocks of at most BLOCK_ELEMENTS entries by one loop over
+all leaves (consecutive narrow leaves joined into one block), O_bar O_bar^T = sum_l O_bar_l
+O_bar_l^T and O_bar^T zeta is the list of O_bar_l^T zeta = (O_l^T zeta - mean_l sum(zeta)) /
+sqrt(B), so beyond the per-walker gradients themselves the update holds one centred block, three
+B x B matrices (the kernel, one block's product, the Cholesky factor) and (P,) vectors.
 
 Precision: the kernel and its Cholesky solve are in float64 by default (`kernel_dtype`), also in
 float32 runs: each centred block is converted to float64 and its product O_bar_l O_bar_l^T
@@ -101,29 +101,78 @@ def _add_block(kernel, target, block, mean, phi_prev, scale, dtype):
     return kernel + centred @ centred.T, target - centred @ phi_prev.astype(dtype)
 
 
-def _add_leaf(kernel, target, leaf, mean, phi_prev, *, scale, dtype, max_block_elements):
-    """`_add_block` over the column blocks of one leaf (B, P_l): a loop over full blocks, so XLA
-    holds one centred block at a time, then the remainder."""
-    batch, width = leaf.shape
-    block = max(1, min(width, max_block_elements // batch))
-    full = width // block
+def _groups(widths: list[int], max_width: int) -> list[list[int]]:
+    """Leaf indices in groups that are added to the kernel together: a leaf of at least
+    `max_width` columns alone, runs of consecutive narrower leaves joined while their total width
+    stays within `max_width` (so a joined group is at most one block)."""
+    groups: list[list[int]] = []
+    for index, width in enumerate(widths):
+        last = groups[-1] if groups else None
+        if (
+            width < max_width
+            and last is not None
+            and widths[last[-1]] < max_width
+            and sum(widths[i] for i in last) + width <= max_width
+        ):
+            last.append(index)
+        else:
+            groups.append([index])
+    return groups
 
-    def body(i, carry):
-        start = i * block
-        pieces = (
-            jax.lax.dynamic_slice_in_dim(leaf, start, block, axis=1),
-            jax.lax.dynamic_slice_in_dim(mean, start, block),
-            jax.lax.dynamic_slice_in_dim(phi_prev, start, block),
-        )
+
+def _accumulate(kernel, target, rows, means, decayed, *, scale, dtype, max_block_elements):
+    """kernel + O_bar O_bar^T and target - O_bar phi_prev, one column block at a time.
+
+    The blocks: each leaf group of `_groups` (narrow leaves joined) cut into blocks of at most
+    `max_block_elements` // B columns. ONE loop runs over all blocks and `lax.switch`es to the
+    code that cuts block i out of its leaves, so XLA holds one kernel and one block product at
+    a time. Separate code per leaf let XLA compute the independent products of all narrow
+    leaves first and hold their B x B results together (14 of them, 1.8 GiB at B = 4096;
+    docs/benchmarks.md, "SPRING memory"); joining narrow leaves also saves a kernel-sized
+    write per leaf.
+    """
+    max_width = max(1, max_block_elements // rows[0].shape[0])
+
+    def add(carry, pieces):
         return _add_block(*carry, *pieces, scale, dtype)
 
-    kernel, target = jax.lax.fori_loop(0, full, body, (kernel, target))
-    if full * block < width:
-        rest = slice(full * block, width)
-        kernel, target = _add_block(
-            kernel, target, leaf[:, rest], mean[rest], phi_prev[rest], scale, dtype
-        )
-    return kernel, target
+    def joined_blocks(group):
+        def block(carry, start):
+            del start
+            pieces = [(rows[i], means[i], decayed[i]) for i in group]
+            return add(carry, [jnp.concatenate(p, axis=-1) for p in zip(*pieces, strict=True)])
+
+        return [(block, 0)]
+
+    def leaf_blocks(index):
+        columns = (rows[index], means[index], decayed[index])
+        full = rows[index].shape[1] // max_width
+
+        def full_block(carry, start):
+            return add(
+                carry, [jax.lax.dynamic_slice_in_dim(c, start, max_width, axis=-1) for c in columns]
+            )
+
+        def rest_block(carry, start):
+            del start
+            return add(carry, [c[..., full * max_width :] for c in columns])
+
+        rest = [(rest_block, 0)] if full * max_width < rows[index].shape[1] else []
+        return [(full_block, k * max_width) for k in range(full)] + rest
+
+    blocks = [
+        block
+        for group in _groups([leaf.shape[1] for leaf in rows], max_width)
+        for block in (joined_blocks(group) if len(group) > 1 else leaf_blocks(group[0]))
+    ]
+    branches = list(dict.fromkeys(code for code, _ in blocks))
+    branch_of_block = jnp.asarray([branches.index(code) for code, _ in blocks], jnp.int32)
+    starts = jnp.asarray([start for _, start in blocks], jnp.int32)
+
+    def body(i, carry):
+        return jax.lax.switch(branch_of_block[i], branches, carry, starts[i])
+
+    return jax.lax.fori_loop(0, len(blocks), body, (kernel, target))
 
 
 def _split(vector: Array, rows: list[Array]) -> list[Array]:
@@ -170,17 +219,16 @@ def spring_direction(
         kernel = jnp.full((batch, batch), 1.0 / batch, solve_dtype)
         kernel = kernel + damping * jnp.eye(batch, dtype=solve_dtype)
         target = (residuals - jnp.mean(residuals)).astype(solve_dtype) / scale
-        for leaf, mean, phi_prev in zip(rows, means, decayed, strict=True):
-            kernel, target = _add_leaf(
-                kernel,
-                target,
-                leaf,
-                mean,
-                phi_prev,
-                scale=scale,
-                dtype=solve_dtype,
-                max_block_elements=max_block_elements,
-            )
+        kernel, target = _accumulate(
+            kernel,
+            target,
+            rows,
+            means,
+            decayed,
+            scale=scale,
+            dtype=solve_dtype,
+            max_block_elements=max_block_elements,
+        )
         zeta = cho_solve(cho_factor(kernel), target).astype(dtype)
     # O_bar_l^T zeta = (O_l^T zeta - mean_l sum(zeta)) / sqrt(B): no second centred copy.
     total = jnp.sum(zeta)
