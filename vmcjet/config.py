@@ -20,6 +20,7 @@ from typing import Any
 
 from vmcjet.errors import InputError
 from vmcjet.fileio import read_text
+from vmcjet.matmul_precision import MATMUL_PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,9 @@ class Config:
     # run stops after the step that reaches it, saved (`--resume` continues). None: no limit.
     max_minutes: float | None = None
     precision: str = "float32"  # "float32" or "float64"
+    # Precision of the matrix products in the local energy, gradients and optimiser update:
+    # "highest", "high" or "default" (on GPUs "default" allows TF32; vmcjet/matmul_precision.py).
+    matmul_precision: str = "highest"
     devices: int | None = None  # walkers are sharded over the first N devices (None: all)
     memory_budget_mib: float | None = None  # per-walker parts chunked to fit (None: no chunks)
     log_every: int = 100  # plain log line every N steps when not on a terminal
@@ -356,6 +360,7 @@ HF_METHODS = ("auto", "rhf", "uhf", "rohf")  # system.hf (run by vmcjet.hartree_
 # (dotted key, the names it takes): checked by `check_values`.
 _CHOICES = (
     ("precision", PRECISIONS),
+    ("matmul_precision", MATMUL_PRECISIONS),
     ("optim.kernel_dtype", PRECISIONS),
     ("system.hf", HF_METHODS),
     ("mcmc.proposal", MCMC_PROPOSALS),

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from vmcjet import mcmc, memory, optim
 from vmcjet.config import Config
 from vmcjet.hamiltonian import make_local_energy
+from vmcjet.matmul_precision import with_matmul_precision
 from vmcjet.molecule import Molecule
 from vmcjet.networks import Wavefunction
 from vmcjet.networks.layers import Tape, dense_layer_names, named_leaves
@@ -229,8 +230,9 @@ def make_local_energy_fn(
     walker_batch_size: int | None = None,
 ) -> Callable[..., jax.Array]:
     """The local energy `(params, walkers (B, n, 3) bohr) -> (B,)` hartree, as the config sets it
-    up, with `walker_batch_size` walkers per kinetic-energy chunk (None: all at once)."""
-    return make_local_energy(
+    up, with `walker_batch_size` walkers per kinetic-energy chunk (None: all at once), its
+    matrix products at `config.matmul_precision`."""
+    local_energy = make_local_energy(
         log_abs_psi_fn(wavefunction),
         jnp.asarray(molecule.coords),
         jnp.asarray(molecule.charges),
@@ -238,6 +240,7 @@ def make_local_energy_fn(
         chunk_size=config.laplacian.chunk_size,
         walker_batch_size=walker_batch_size,
     )
+    return with_matmul_precision(local_energy, config.matmul_precision)
 
 
 def make_sampler_and_local_energy(
@@ -367,11 +370,18 @@ class StepParts(NamedTuple):
 
 def make_step_parts(wavefunction: Wavefunction, molecule: Molecule, config: Config) -> StepParts:
     """The optimiser, sampler, local energy and gradient batch of a train step, with the walker
-    chunks of `walker_chunks`, taken per device when chunked over several devices."""
+    chunks of `walker_chunks`, taken per device when chunked over several devices; all but the
+    sampler with their matrix products at `config.matmul_precision`."""
     optimiser = optim.make_optimiser(config.optim)
     chunks = walker_chunks(wavefunction, molecule, config, optimiser)
     local_energy = make_local_energy_fn(wavefunction, molecule, config, chunks.local_energy)
-    gradient_batch = make_gradient_batch(wavefunction, optimiser.needs, chunks.gradients)
+    gradient_batch = with_matmul_precision(
+        make_gradient_batch(wavefunction, optimiser.needs, chunks.gradients),
+        config.matmul_precision,
+    )
+    optimiser = optimiser._replace(
+        update=with_matmul_precision(optimiser.update, config.matmul_precision)
+    )
     chunked = chunks.local_energy is not None or chunks.gradients is not None
     if chunked and chunks.groups > 1:
         local_energy, gradient_batch = grouped_by_device(
