@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,9 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vmcjet.allocator import freed_memory_retained
-from vmcjet.blas_threads import blas_threads
 from vmcjet.config import FermiNetConfig, NetworkConfig, PsiformerConfig
+from vmcjet.environment import environment_info
 from vmcjet.errors import InputError
 from vmcjet.laplacian.kinetic import make_kinetic_energy
 from vmcjet.laplacian.methods import LAPLACIAN_METHODS
@@ -291,21 +289,12 @@ def markdown_table(rows: Sequence[dict[str, Any]], extra_columns: Sequence[str] 
 
 
 def machine_info() -> dict[str, Any]:
-    """Where the numbers were measured."""
+    """Where the numbers were measured: `environment_info()` and the load of the machine."""
     import os
 
     return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
+        **environment_info(),
         "load_average_1_5_15_min": os.getloadavg(),  # other processes sharing the CPU
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "devices": len(jax.devices()),
-        # glibc defaults page-fault large temporaries afresh on every call (vmcjet.allocator)
-        "freed_memory_retained": freed_memory_retained(),
-        "blas_threads": blas_threads(),  # OpenBLAS workers spin against XLA's (vmcjet.blas_threads)
     }
 
 

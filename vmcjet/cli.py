@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import json
 import os
 import shlex
 import signal
@@ -87,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     molecules = commands.add_parser("molecules", help="list the catalogue or show one molecule")
     molecules.add_argument("molecule", nargs="?", help="catalogue name, .toml or .xyz file")
+    info = commands.add_parser(
+        "info", help="versions, devices, processes and precision/allocator settings"
+    )
+    info.add_argument("--json", action="store_true", help="print JSON instead of aligned lines")
     _add_run_parser(commands)
     _add_analysis_parsers(commands)
     return parser
@@ -353,6 +358,12 @@ def _main(argv: list[str]) -> int:
                 else format_molecule(load_molecule(args.molecule))
             )
             print(text)
+            return 0
+        if args.command == "info":
+            from vmcjet.environment import environment_info, format_info
+
+            info = environment_info()
+            print(json.dumps(info, indent=2) if args.json else format_info(info))
             return 0
         if args.command == "run":
             return _run(args, argv)

@@ -22,7 +22,6 @@ import io
 import json
 import math
 import os
-import platform
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -135,18 +134,12 @@ def append_history(folder: Path, record: Mapping[str, Any]) -> None:
 
 
 def write_metadata(folder: Path, entries: Mapping[str, object]) -> None:
-    """metadata.json with the given entries plus Python/platform versions and the command line."""
-    import jax
-
-    import vmcjet
+    """metadata.json with the given entries plus `environment_info()` (versions, devices,
+    settings: what `vmcjet info` shows) and the command line."""
+    from vmcjet.environment import environment_info
 
     record = {
-        "vmcjet_version": vmcjet.__version__,
-        "jax_version": jax.__version__,
-        "python_version": platform.python_version(),
-        "platform": platform.platform(),
-        "devices": [str(d) for d in jax.devices()],
-        "process_count": jax.process_count(),
+        **environment_info(),
         "command_line": sys.argv,
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         **entries,
