@@ -21,8 +21,6 @@ def random_walkers(seed, shape, scale=1.5):
 @pytest.mark.parametrize("method", ["hessian", "loop", "collapsed"])
 @pytest.mark.parametrize("charge, exact", [(1.0, -0.5), (2.0, -2.0)])
 def test_hydrogen_like_local_energy_is_exact(method, charge, exact):
-    if method == "collapsed":
-        pytest.importorskip("vmcjet.laplacian.engine")
     local_energy = make_local_energy(
         hydrogen_like, np.zeros((1, 3)), np.array([charge]), method=method
     )

@@ -5,7 +5,7 @@ traceback (an exception escaping `cli.main` fails the test)."""
 
 import numpy as np
 import pytest
-from conftest import tiny_run_args
+from tiny_runs import tiny_run_args
 
 from vmcjet import checkpoint, cli
 from vmcjet.molecule import catalogue_dir

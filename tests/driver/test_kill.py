@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import stats_rows, tiny_run_args
+from tiny_runs import stats_rows, tiny_run_args
 
 from vmcjet import checkpoint
 

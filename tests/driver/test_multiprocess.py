@@ -3,7 +3,7 @@ process with two devices: same energies; process 0 alone writes the run folder."
 
 import numpy as np
 import pytest
-from conftest import stats_rows, tiny_run_args
+from tiny_runs import stats_rows, tiny_run_args
 
 from vmcjet import checkpoint, cli
 from vmcjet.distributed import launch_local_processes

@@ -11,8 +11,8 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import stats_rows, tiny_run_args
 from test_kill import TIMEOUT, cache_env, rows_done, start, tail, wait_for
+from tiny_runs import stats_rows, tiny_run_args
 
 from vmcjet import checkpoint, cli, driver, runfolder
 from vmcjet.train import StepStats

@@ -4,7 +4,7 @@ same energies when the device count changes."""
 import h5py
 import numpy as np
 import pytest
-from conftest import stats_rows, tiny_run_args
+from tiny_runs import stats_rows, tiny_run_args
 
 from vmcjet import checkpoint, cli
 

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import stats_rows, tiny_run_args
+from tiny_runs import stats_rows, tiny_run_args
 
 from vmcjet import checkpoint, cli, hartree_fock
 from vmcjet.molecule import load_molecule

@@ -5,7 +5,7 @@ import functools
 import tomllib
 
 import pytest
-from conftest import stats_rows, tiny_run_args
+from tiny_runs import stats_rows, tiny_run_args
 
 from vmcjet import cli, hartree_fock
 from vmcjet.defaults import rule_for

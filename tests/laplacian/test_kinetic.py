@@ -19,11 +19,20 @@ def _walkers(batch, n_electrons, seed=0):
     return jax.random.normal(jax.random.key(seed), (batch, n_electrons, 3), dtype=jnp.float64)
 
 
-@pytest.mark.parametrize("method", sorted(LAPLACIAN_METHODS))
+FOLX_SPARSE_BUG = pytest.mark.xfail(
+    strict=True, reason="folx's sparse tracing raises ConcretizationTypeError here (a folx bug)"
+)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param(m, marks=[FOLX_SPARSE_BUG] if m == "folx_sparse" else [])
+        for m in sorted(LAPLACIAN_METHODS)
+    ],
+)
 def test_hydrogen_1s_kinetic_energy(method):
     # u = -r: grad u = -r_hat, |grad u|^2 = 1, lap u = -2/r, so T = -(1/2)(1 - 2/r) per electron.
-    if method == "folx_sparse":
-        pytest.xfail("folx's sparse tracing raises ConcretizationTypeError here (a folx bug)")
     walkers = _walkers(5, 2)
     kinetic = jax.jit(make_kinetic_energy(_hydrogen_like, method=method))(walkers)
     radii = jnp.linalg.norm(walkers, axis=-1)

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import build, walker
+from tiny_networks import build, walker
 
 from vmcjet.laplacian import forward_laplacian
 

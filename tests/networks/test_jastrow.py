@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import build, walker
+from tiny_networks import build, walker
 
 from vmcjet.networks.jastrow import apply_jastrow, pair_masks
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_config
+from tiny_networks import tiny_config
 
 from vmcjet.config import NetworkConfig
 from vmcjet.molecule import load_molecule

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import build, tiny_config, walker
+from tiny_networks import build, tiny_config, walker
 
 from vmcjet.config import NetworkConfig
 from vmcjet.errors import InputError

@@ -1,9 +1,10 @@
-"""Small, fast run settings shared by the driver tests (tiny network, few walkers and moves)."""
+"""Small, fast run settings shared by the driver tests (tiny network, few walkers and moves).
+
+A helper module, not a conftest: test modules import it by name (`from tiny_runs import ...`),
+and two conftest modules of one name clash in `sys.modules` under some test orders."""
 
 import csv
 from pathlib import Path
-
-import pytest
 
 TINY = [
     "--set",
@@ -39,8 +40,3 @@ def tiny_run_args(folder: Path, *, molecule="H2", steps=6, batch=8, extra=()) ->
 def stats_rows(folder: Path) -> list[dict[str, str]]:
     with open(folder / "stats.csv", newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-@pytest.fixture
-def tiny():
-    return tiny_run_args

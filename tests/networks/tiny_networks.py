@@ -1,4 +1,5 @@
-"""Tiny float64 networks and molecules shared by the network tests."""
+"""Tiny float64 networks and molecules shared by the network tests (a helper module imported by
+name, not a conftest: two conftest modules of one name clash in `sys.modules`)."""
 
 import jax
 import jax.numpy as jnp
