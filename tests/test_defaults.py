@@ -25,8 +25,7 @@ def _resolved(name, sets=None):
 @pytest.mark.parametrize("name", CATALOGUE)
 def test_every_catalogue_molecule_gets_a_valid_config(name):
     config = _resolved(name)
-    config_lib.check_values(config)
-    cli.check_choices(config)
+    config_lib.validate(config)
     resolve_network(config.network)
     molecule = load_molecule(name)
     rule = rule_for(molecule.n_electrons)

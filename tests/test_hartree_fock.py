@@ -132,7 +132,7 @@ def test_config_rejects_unknown_hf_method():
 
     config = config_lib.build_config(overrides={"system": {"hf": "ROHF"}})
     with pytest.raises(InputError, match="'system.hf' must be one of auto, rhf, uhf, rohf"):
-        config_lib.check_values(config)
+        config_lib.validate(config)
 
 
 def test_unconverged_scf_gives_one_warning_line_and_prints_nothing(capfd, monkeypatch):

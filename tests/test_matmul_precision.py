@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import pytest
 
 from vmcjet import mcmc
-from vmcjet.config import build_config, check_values
+from vmcjet.config import build_config, validate
 from vmcjet.errors import InputError
 from vmcjet.molecule import load_molecule
 from vmcjet.networks import make_wavefunction
@@ -58,4 +58,4 @@ def test_setting_reaches_every_dot_of_the_step_but_sampling(optimizer, setting, 
 
 def test_unknown_setting_is_an_input_error():
     with pytest.raises(InputError, match="matmul_precision"):
-        check_values(build_config(overrides={"matmul_precision": "tf32"}))
+        validate(build_config(overrides={"matmul_precision": "tf32"}))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vmcjet import mcmc
-from vmcjet.config import Config, check_values
+from vmcjet.config import Config, validate
 from vmcjet.distributed import make_walker_mesh, walker_sharding
 from vmcjet.errors import InputError
 from vmcjet.mcmc import (
@@ -152,7 +152,7 @@ def test_unknown_proposal_and_missing_nuclei_raise():
     config = Config()
     config = dataclasses.replace(config, mcmc=dataclasses.replace(config.mcmc, proposal="hmc"))
     with pytest.raises(InputError, match="'mcmc.proposal' must be one of gaussian, nucleus-scaled"):
-        check_values(config)
+        validate(config)
 
 
 @pytest.mark.parametrize("width", [0.01, 3.0])

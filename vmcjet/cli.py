@@ -34,8 +34,6 @@ from vmcjet.molecule import (
 )
 from vmcjet.units import ANGSTROM_PER_BOHR
 
-NETWORK_KINDS = ("ferminet", "psiformer")  # values of network.kind
-
 # `vmcjet run` flag (argparse dest) -> the config key it sets.
 FLAG_KEYS = {
     "molecule": "system.molecule",
@@ -62,7 +60,7 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--charge", type=int, help="total charge (e), overrides the molecule's")
     parser.add_argument("--spin", type=int, help="2S = N_alpha - N_beta, overrides the molecule's")
     parser.add_argument("--steps", type=int, help="optimisation steps")
-    parser.add_argument("--network", help=f"network kind: {', '.join(NETWORK_KINDS)}")
+    parser.add_argument("--network", help=f"network kind: {', '.join(config_lib.NETWORK_KINDS)}")
     parser.add_argument("--batch-size", type=int, help="number of walkers")
     parser.add_argument("--seed", type=int, help="root random seed")
     parser.add_argument("--laplacian", help="Laplacian method (laplacian.method)")
@@ -143,8 +141,6 @@ def _analysis(args: argparse.Namespace, argv: Sequence[str]) -> int:
         from vmcjet import bench_step
 
         config = resolve_config(args)
-        check_choices(config)
-        config_lib.check_values(config)
         if args.batch_sizes:
             sizes = _batch_sizes(args.batch_sizes)
             rows = bench_step.sweep(config, sizes, repeats=args.repeats)
@@ -179,7 +175,7 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
-    """Defaults <- size table for the molecule <- --config file <- flags <- --set.
+    """Defaults <- size table for the molecule <- --config file <- flags <- --set, validated.
 
     A resumed run starts from its stored config instead (the size table is not applied again).
     """
@@ -187,27 +183,15 @@ def resolve_config(args: argparse.Namespace) -> Config:
     if getattr(args, "resume", None) is None:
         from vmcjet.defaults import resolve_run_config
 
-        return resolve_run_config(args.config, flags, sets)[0]
-    from vmcjet import runfolder
+        config = resolve_run_config(args.config, flags, sets)[0]
+    else:
+        from vmcjet import runfolder
 
-    base = runfolder.read_config(runfolder.existing_run_folder(args.resume))
-    config = config_lib.build_config(args.config, flags, base=base)
-    return config_lib.build_config(None, sets, base=config)
-
-
-def check_choices(config: Config) -> None:
-    """Names that must come from a fixed list: network.kind and laplacian.method."""
-    if config.network.kind not in NETWORK_KINDS:
-        raise InputError(
-            f"unknown network kind '{config.network.kind}' (--network / network.kind); "
-            f"choose one of: {', '.join(NETWORK_KINDS)}"
-        )
-    from vmcjet.laplacian.methods import laplacian_method
-
-    try:
-        laplacian_method(config.laplacian.method)
-    except InputError as err:
-        raise InputError(f"{err} (--laplacian / laplacian.method)") from None
+        base = runfolder.read_config(runfolder.existing_run_folder(args.resume))
+        config = config_lib.build_config(args.config, flags, base=base)
+        config = config_lib.build_config(None, sets, base=config)
+    config_lib.validate(config)
+    return config
 
 
 def check_run_flags(args: argparse.Namespace) -> None:
@@ -226,8 +210,6 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     config = resolve_config(args)
     system = config.system
     molecule = load_molecule(system.molecule, charge=system.charge, spin=system.spin)
-    check_choices(config)
-    config_lib.check_values(config)
     if args.print_config:
         print(config_lib.to_toml(config), end="")
         return 0

@@ -309,7 +309,7 @@ def config_hash(config: Config) -> str:
     return hashlib.sha256(to_toml(config).encode()).hexdigest()[:16]
 
 
-# (dotted key, lower bound, whether the bound itself is allowed): checked by `check_values`.
+# (dotted key, lower bound, whether the bound itself is allowed): checked by `validate`.
 _BOUNDS = (
     ("steps", 0, False),
     ("batch_size", 0, False),
@@ -352,12 +352,13 @@ _BOUNDS = (
     ("max_minutes", 0.0, False),
 )
 PRECISIONS = ("float32", "float64")
+NETWORK_KINDS = ("ferminet", "psiformer")  # values of network.kind
 # The names `optim.optimizer` takes (vmcjet.optim builds them).
 OPTIMIZERS = ("spring", "adam", "kfac")
 KFAC_SHARING = ("expand", "reduce")  # optim.kfac.sharing (as vmcjet.optim.kfac.SHARING)
 MCMC_PROPOSALS = ("gaussian", "nucleus-scaled", "langevin")  # kernels of vmcjet.mcmc
 HF_METHODS = ("auto", "rhf", "uhf", "rohf")  # system.hf (run by vmcjet.hartree_fock)
-# (dotted key, the names it takes): checked by `check_values`.
+# (dotted key, the names it takes): checked by `validate`.
 _CHOICES = (
     ("precision", PRECISIONS),
     ("matmul_precision", MATMUL_PRECISIONS),
@@ -388,13 +389,27 @@ def _check_numbers(config: Config) -> None:
             raise InputError(f"config key '{key}' must be at most {MAX_INT} in size, got {value}")
 
 
-def check_values(config: Config) -> None:
-    """Numbers that must be positive (or non-negative) and names from a fixed list.
+def validate(config: Config) -> None:
+    """Every check of a resolved config, in one place: numbers that must be positive (or
+    non-negative), names from a fixed list (network kind, Laplacian method, optimiser, ...).
+    Called where a config is resolved (`cli.resolve_config`) and by `driver.run`, so a Python
+    caller gets the same checks as the command.
 
     Raises:
         InputError: naming the key, the value and what is allowed.
     """
     _check_numbers(config)
+    if config.network.kind not in NETWORK_KINDS:
+        raise InputError(
+            f"unknown network kind '{config.network.kind}' (--network / network.kind); "
+            f"choose one of: {', '.join(NETWORK_KINDS)}"
+        )
+    from vmcjet.laplacian.methods import laplacian_method
+
+    try:
+        laplacian_method(config.laplacian.method)
+    except InputError as err:
+        raise InputError(f"{err} (--laplacian / laplacian.method)") from None
     for key, bound, inclusive in _BOUNDS:
         value = get_setting(config, key)
         if value is None:

@@ -155,7 +155,7 @@ def choose_optimiser(*, batch_size: int, parameters: int | None) -> str:
     parameters), so no rule by parameter count is backed by a measurement yet.
     """
     del parameters
-    if batch_size < 1:  # not a batch: `config.check_values` reports it, any choice will do
+    if batch_size < 1:  # not a batch: `config.validate` reports it, any choice will do
         return OPTIMISER_BY_BATCH[0][1]
     nearest = min(OPTIMISER_BY_BATCH, key=lambda entry: abs(math.log2(entry[0] / batch_size)))
     return nearest[1]

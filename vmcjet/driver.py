@@ -345,6 +345,7 @@ def run(
         ResourceError: XLA could not allocate memory (RESOURCE_EXHAUSTED).
     """
     started = time.monotonic()
+    config_lib.validate(config)
     minutes = config.max_minutes
     deadline = None if minutes is None else started + 60.0 * minutes
     distributed.initialize_distributed()  # before anything touches the devices

@@ -1,12 +1,15 @@
 """`vmcjet run / eval / analyze / plot` end to end through the CLI, with a tiny network."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 from tiny_runs import stats_rows, tiny_run_args
 
-from vmcjet import checkpoint, cli, hartree_fock
+from vmcjet import checkpoint, cli, driver, hartree_fock
+from vmcjet.config import Config, LaplacianConfig, NetworkConfig
+from vmcjet.errors import InputError
 from vmcjet.molecule import load_molecule
 
 
@@ -83,3 +86,19 @@ def test_bad_run_settings_exit_2(tmp_path, capsys, extra, message):
     assert cli.main(tiny_run_args(tmp_path / "run") + extra) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"network": NetworkConfig(kind="fermi")}, "network.kind"),
+        ({"laplacian": LaplacianConfig(method="nested")}, "laplacian.method"),
+        ({"batch_size": 0}, "'batch_size' must be > 0"),
+    ],
+)
+def test_python_callers_of_driver_run_get_the_commands_checks(tmp_path, changes, message):
+    """`driver.run` validates the config it is given (no CLI in between) before writing."""
+    config = dataclasses.replace(Config(), **changes)
+    with pytest.raises(InputError, match=message):
+        driver.run(config, load_molecule("H2"), out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
