@@ -17,8 +17,9 @@ Why the sum over k can be pulled inside: for q = g(p) the chain rule gives, per 
 
 The second-order part is *linear* in d2p[v_k, v_k] (through g'(p), the same for every k), so summing
 over k commutes with it: L_q = g'(p)[L_p] + sum_k g''(p)[J_k, J_k]. Hence one second-order
-coefficient suffices, given the K first-order ones. The propagation rules
-(`rules.py`, `rules_linalg.py`, `rules_control.py`) are:
+coefficient suffices, given the K first-order ones. The propagation rules (`rules.py`,
+`rules_elementwise.py`, `rules_dot.py`, `rules_linalg.py`, `rules_control.py`; the table from
+primitive to rule is `registry.py`, listed in docs/rules.md) are:
 
 - linear maps A (add, reshape, slicing, gathers, reductions, dot_general with a constant operand):
   J_k -> A J_k and L -> A L, applied once to the K + 1 rows (the last row of a stack is L, so a
@@ -47,9 +48,6 @@ instead of 3n, until a primitive without a sparse rule (e.g. a mean over electro
 Public entry point: `forward_laplacian`.
 """
 
-from vmcjet.laplacian import rules_control as _rules_control  # noqa: F401 (registers rules)
-from vmcjet.laplacian import rules_dot as _rules_dot  # noqa: F401 (registers rules)
-from vmcjet.laplacian import rules_elementwise as _rules_elementwise  # noqa: F401 (registers rules)
 from vmcjet.laplacian.engine import forward_laplacian
 from vmcjet.laplacian.kinetic import make_kinetic_energy
 from vmcjet.laplacian.methods import LAPLACIAN_METHODS, laplacian_method

@@ -1,13 +1,14 @@
 """The jaxpr interpreter of the collapsed forward Laplacian and its entry point.
 
 `linearize_jaxpr` walks a jaxpr once on primal values (the *primal stage*): equations that do not
-depend on x are evaluated as they are, the others go through their rule (`rules.RULES`, falling
-back to nested jvps), which also returns a `push`. The returned `push` then maps input stacks to
-output stacks by calling those pushes in order. `forward_laplacian` seeds the input stack with the
-directions and, when chunking, calls `push` inside a `lax.fori_loop`, so that every primal
-intermediate (and every residual such as f'(x)) is computed once, outside the loop. With electron
-sparsity the sparse stacks are also computed once, for all electrons, outside the loop: inside it
-each densification (`rules_sparse.intercept`) takes the current block of electrons from them.
+depend on x are evaluated as they are, the others go through their rule (`registry.rule_for`,
+falling back to nested jvps), which also returns a `push`. The returned `push` then maps input
+stacks to output stacks by calling those pushes in order. `forward_laplacian` seeds the input
+stack with the directions and, when chunking, calls `push` inside a `lax.fori_loop`, so that every
+primal intermediate (and every residual such as f'(x)) is computed once, outside the loop. With
+electron sparsity the sparse stacks are also computed once, for all electrons, outside the loop:
+inside it each densification (`rules_sparse.intercept`) takes the current block of electrons from
+them.
 """
 
 from collections.abc import Callable, Sequence
@@ -19,7 +20,8 @@ from jax import lax
 from vmcjet.errors import InputError
 from vmcjet.laplacian import rules_sparse
 from vmcjet.laplacian._jax_internals import Jaxpr, Literal, bind_equation
-from vmcjet.laplacian.rules import RULES, Rows, fallback_rule, materialize
+from vmcjet.laplacian.registry import rule_for
+from vmcjet.laplacian.rules import Rows, fallback_rule, materialize
 
 Triple = tuple[jax.Array, jax.Array, jax.Array]
 
@@ -62,7 +64,7 @@ def linearize_jaxpr(
         invals = [read(v) for v in eqn.invars]
         flags = [_is_dependent(v, depends) for v in eqn.invars]
         if any(flags) and any(_inexact(v) for v in eqn.outvars):
-            rule = RULES.get(eqn.primitive) or fallback_rule(eqn.primitive)
+            rule = rule_for(eqn.primitive) or fallback_rule(eqn.primitive)
             outs, push = rule(invals, flags, **eqn.params)
             steps.append((eqn.invars, eqn.outvars, push))
             depends.update(v for v in eqn.outvars if _inexact(v))

@@ -11,6 +11,7 @@ returns `push(stacks) -> out_stacks`, which maps input stacks (None for zero) to
 Splitting the primal stage from `push` lets chunked evaluation compute every primal once.
 """
 
+import functools
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple
@@ -24,7 +25,6 @@ from vmcjet.laplacian._jax_internals import Primitive, bind_primitive, prims
 from vmcjet.laplacian.rules_sparse import Sparse
 
 Push = Callable[[list], list]
-RULES: dict[Primitive, Callable] = {}
 
 _WARNED: set[str] = set()
 
@@ -163,6 +163,7 @@ def single(rule1: Callable, lazy: bool = False) -> Callable:
     With `lazy`, the push also receives lazy stacks (Rows, Sparse, rules_dot's Broadcast/Concat).
     """
 
+    @functools.wraps(rule1)  # the registry names the rule after rule1
     def rule(primals, dependent, **params):
         del dependent
         out, push1 = rule1(*primals, **params)
@@ -181,8 +182,8 @@ def lazy(rule1: Callable) -> Callable:
 # --- linear and structural primitives: the stack maps through the primitive itself ------------
 
 
-def register_linear(primitive: Primitive, linear_args: tuple[int, ...] | None = (0,)) -> None:
-    """Registers a primitive that is jointly linear in the operands `linear_args` (None: all).
+def linear_rule(primitive: Primitive, linear_args: tuple[int, ...] | None = (0,)) -> Callable:
+    """The rule of a primitive that is jointly linear in the operands `linear_args` (None: all).
 
     The other operands (indices, predicates) must not depend on x. The push is the primitive
     vmapped over the direction axis, so value-shaped reshapes, slices, gathers and reductions
@@ -209,18 +210,18 @@ def register_linear(primitive: Primitive, linear_args: tuple[int, ...] | None = 
 
         return outs, push
 
-    RULES[primitive] = rule
+    return rule
 
 
-def register_zero(primitive: Primitive) -> None:
-    """Registers a primitive whose derivative is zero almost everywhere (sign, floor, ...)."""
+def zero_rule(primitive: Primitive) -> Callable:
+    """The rule of a primitive whose derivative is zero almost everywhere (sign, floor, ...)."""
 
     def rule(primals, dependent, **params):
         del dependent
         outs = bind_primitive(primitive, primals, params)
         return outs, lambda stacks: [None] * len(outs)
 
-    RULES[primitive] = rule
+    return rule
 
 
 def _rows_sum(ta, tb, sign: int, shape: tuple[int, ...]):
@@ -313,7 +314,7 @@ def _pow(x, y):
     return out, push
 
 
-def _register_minmax(primitive: Primitive, pick_first: Callable) -> None:
+def _minmax_rule(primitive: Primitive, pick_first: Callable) -> Callable:
     """max/min: the stack of the selected operand (ties share it half and half, as JAX does)."""
 
     @single
@@ -333,10 +334,10 @@ def _register_minmax(primitive: Primitive, pick_first: Callable) -> None:
 
         return out, push
 
-    RULES[primitive] = rule1
+    return rule1
 
 
-def _register_reduce_extremum(primitive: Primitive) -> None:
+def _reduce_extremum_rule(primitive: Primitive) -> Callable:
     """reduce_max/min: the stack at the extremal entries (averaged over ties)."""
 
     @single
@@ -347,7 +348,7 @@ def _register_reduce_extremum(primitive: Primitive) -> None:
         w = hit / jnp.sum(hit, axis=axes, keepdims=True)
         return y, lambda t: jnp.sum(t * w[None], axis=tuple(a + 1 for a in axes))
 
-    RULES[primitive] = rule1
+    return rule1
 
 
 @single
@@ -411,33 +412,43 @@ def _fallback_push(primitive, params, primals, dependent, stacks):
     ]
 
 
-# --- the registry --------------------------------------------------------------------------------
+# --- registration ---------------------------------------------------------------------------------
 
-for _p in (
+_LINEAR = (
     prims.neg_p, prims.reshape_p, prims.transpose_p, prims.squeeze_p,
     prims.rev_p, prims.slice_p, prims.reduce_sum_p, prims.cumsum_p, prims.copy_p,
     prims.convert_element_type_p, prims.reduce_precision_p, prims.gather_p, prims.dynamic_slice_p,
     prims.real_p, prims.imag_p, prims.conj_p, prims.sharding_constraint_p,
-):  # fmt: skip
-    register_linear(_p)
-register_linear(prims.pad_p, (0, 1))
-register_linear(prims.dynamic_update_slice_p, (0, 1))
-register_linear(prims.scatter_add_p, (0, 2))
-register_linear(prims.scatter_p, (0, 2))
-register_linear(prims.add_jaxvals_p, None)
-register_linear(prims.select_n_p, tuple(range(1, 64)))
-for _p in (
+)  # fmt: skip
+# primitive -> its operands in which it is (jointly) linear; None: all operands
+_LINEAR_IN = {
+    prims.pad_p: (0, 1),
+    prims.dynamic_update_slice_p: (0, 1),
+    prims.scatter_add_p: (0, 2),
+    prims.scatter_p: (0, 2),
+    prims.add_jaxvals_p: None,
+    prims.select_n_p: tuple(range(1, 64)),
+}
+_ZERO = (
     prims.sign_p, prims.floor_p, prims.ceil_p, prims.round_p, prims.stop_gradient_p,
     prims.is_finite_p, prims.nextafter_p,
-):  # fmt: skip
-    register_zero(_p)
-RULES[prims.add_p] = _add
-RULES[prims.sub_p] = _sub
-RULES[prims.mul_p] = _mul
-RULES[prims.div_p] = _div
-RULES[prims.pow_p] = _pow
-RULES[prims.clamp_p] = _clamp
-_register_minmax(prims.max_p, lambda a, b: a > b)
-_register_minmax(prims.min_p, lambda a, b: a < b)
-_register_reduce_extremum(prims.reduce_max_p)
-_register_reduce_extremum(prims.reduce_min_p)
+)  # fmt: skip
+
+
+def register_rules(registry) -> None:
+    """Registers this module's rules (see `vmcjet.laplacian.registry`)."""
+    for primitive in _LINEAR:
+        registry.register(primitive, linear_rule(primitive), lazy=False)
+    for primitive, operands in _LINEAR_IN.items():
+        registry.register(primitive, linear_rule(primitive, operands), lazy=False)
+    for primitive in _ZERO:
+        registry.register(primitive, zero_rule(primitive), lazy=False)
+    for primitive, rule in ((prims.add_p, _add), (prims.sub_p, _sub), (prims.mul_p, _mul),
+                            (prims.div_p, _div)):  # fmt: skip
+        registry.register(primitive, rule, lazy=True)
+    registry.register(prims.pow_p, _pow, lazy=False)
+    registry.register(prims.clamp_p, _clamp, lazy=False)
+    registry.register(prims.max_p, _minmax_rule(prims.max_p, lambda a, b: a > b), lazy=False)
+    registry.register(prims.min_p, _minmax_rule(prims.min_p, lambda a, b: a < b), lazy=False)
+    for primitive in (prims.reduce_max_p, prims.reduce_min_p):
+        registry.register(primitive, _reduce_extremum_rule(primitive), lazy=False)

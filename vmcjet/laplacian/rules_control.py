@@ -16,7 +16,7 @@ from jax import lax
 
 from vmcjet.laplacian._jax_internals import bind_primitive, inner_jaxpr, jaxpr_as_fun, prims
 from vmcjet.laplacian.engine import linearize_jaxpr
-from vmcjet.laplacian.rules import RULES, num_rows, zeros_stack
+from vmcjet.laplacian.rules import num_rows, zeros_stack
 from vmcjet.laplacian.rules_linalg import det_rule, slogdet_rule
 
 _NAMED_JITS = {"slogdet": slogdet_rule, "det": det_rule}
@@ -143,12 +143,18 @@ def _cond_rule(primals, dependent, **params):
     return outs, push
 
 
-RULES[prims.jit_p] = _jit_rule
-for _p in (
+_CALLS = (
     prims.closed_call_p, prims.call_p, prims.remat_p, prims.custom_jvp_call_p,
     prims.custom_vjp_call_p,
-):  # fmt: skip
-    RULES[_p] = _call_rule
-RULES[prims.scan_p] = _scan_rule
-RULES[prims.while_p] = _while_rule
-RULES[prims.cond_p] = _cond_rule
+)  # fmt: skip
+
+
+def register_rules(registry) -> None:
+    """Registers this module's rules (see `vmcjet.laplacian.registry`). Inlined calls pass lazy
+    stacks on to the rules inside; loops and branches materialise them."""
+    registry.register(prims.jit_p, _jit_rule, lazy=True)
+    for primitive in _CALLS:
+        registry.register(primitive, _call_rule, lazy=True)
+    for primitive, rule in ((prims.scan_p, _scan_rule), (prims.while_p, _while_rule),
+                            (prims.cond_p, _cond_rule)):  # fmt: skip
+        registry.register(primitive, rule, lazy=False)

@@ -14,6 +14,7 @@ dot_general of two x-dependent operands is bilinear: b J_a + J_a b rows plus the
 2 sum_k dot(J_a,k, J_b,k), computed as one dot_general that also contracts the direction axis.
 """
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -22,7 +23,8 @@ from jax import lax
 
 from vmcjet.laplacian import rules_sparse
 from vmcjet.laplacian._jax_internals import prims
-from vmcjet.laplacian.rules import RULES, Rows, add_second, materialize, zeros_stack
+from vmcjet.laplacian.registry import source_of
+from vmcjet.laplacian.rules import Rows, add_second, materialize, zeros_stack
 from vmcjet.laplacian.rules_sparse import Sparse
 
 
@@ -175,24 +177,26 @@ def _dot_general_rule(primals, dependent, **params):
     return [out], _lazy(push)
 
 
-def _with_sparse(primitive, sparse_fn, kinds: tuple = (Sparse,)) -> None:
-    """Wraps the registered dense rule of `primitive`: stacks of `kinds` go through `sparse_fn`
+def _with_sparse(sparse_fn: Callable, kinds: tuple) -> Callable[[Callable], Callable]:
+    """Wraps a registered dense rule: stacks of `kinds` go through `sparse_fn(stack, params)`
     (which returns the output stack, or None to fall back to the dense rule)."""
-    dense_rule = RULES[primitive]
 
-    def rule(primals, dependent, **params):
-        outs, dense_push = dense_rule(primals, dependent, **params)
+    def wrap(dense_rule: Callable) -> Callable:
+        def rule(primals, dependent, **params):
+            outs, dense_push = dense_rule(primals, dependent, **params)
 
-        def push(stacks):
-            if isinstance(stacks[0], kinds):
-                sparse = sparse_fn(stacks[0], params)
-                if sparse is not None:
-                    return [sparse]
-            return dense_push([materialize(s) for s in stacks])
+            def push(stacks):
+                if isinstance(stacks[0], kinds):
+                    sparse = sparse_fn(stacks[0], params)
+                    if sparse is not None:
+                        return [sparse]
+                return dense_push([materialize(s) for s in stacks])
 
-        return outs, _lazy(push)
+            return outs, _lazy(push)
 
-    RULES[primitive] = rule
+        return rule
+
+    return wrap
 
 
 def _sparse_reduce_sum(s, params):
@@ -210,17 +214,31 @@ def _sparse_reduce_sum(s, params):
     return rules_sparse.reduce_sum(s, axes)
 
 
-_with_sparse(prims.reduce_sum_p, _sparse_reduce_sum, (Sparse, rules_sparse.ElectronSlice))
-_with_sparse(prims.slice_p, rules_sparse.electron_slice)
-_with_sparse(
-    prims.neg_p,
-    lambda s, p: s.map(lax.neg) if isinstance(s, Rows) else s.with_rows(-s.rows),
-    (Sparse, Rows),
-)
-_with_sparse(
-    prims.reshape_p,
-    lambda s, p: None if p["dimensions"] else rules_sparse.reshape(s, tuple(p["new_sizes"])),
-)
-RULES[prims.broadcast_in_dim_p] = _broadcast_rule
-RULES[prims.concatenate_p] = _concatenate_rule
-RULES[prims.dot_general_p] = _dot_general_rule
+def _neg_lazy(s, params):
+    del params
+    return s.map(lax.neg) if isinstance(s, Rows) else s.with_rows(-s.rows)
+
+
+def _reshape_sparse(s, params):
+    return None if params["dimensions"] else rules_sparse.reshape(s, tuple(params["new_sizes"]))
+
+
+# primitive -> (stack handler, the stack kinds it takes); registered in `rules` as linear
+_FAST_PATHS = {
+    prims.reduce_sum_p: (_sparse_reduce_sum, (Sparse, rules_sparse.ElectronSlice)),
+    prims.slice_p: (rules_sparse.electron_slice, (Sparse,)),
+    prims.neg_p: (_neg_lazy, (Sparse, Rows)),
+    prims.reshape_p: (_reshape_sparse, (Sparse,)),
+}
+
+
+def register_rules(registry) -> None:
+    """Registers this module's rules, then its fast paths for lazy stacks on four linear
+    primitives registered by `rules` (see `vmcjet.laplacian.registry`)."""
+    registry.register(prims.broadcast_in_dim_p, _broadcast_rule, lazy=True)
+    registry.register(prims.concatenate_p, _concatenate_rule, lazy=True)
+    registry.register(prims.dot_general_p, _dot_general_rule, lazy=True)
+    for primitive, (handler, kinds) in _FAST_PATHS.items():
+        names = ", ".join(kind.__name__ for kind in kinds)
+        description = f"{source_of(handler)} ({names})"
+        registry.extend(primitive, _with_sparse(handler, kinds), description=description)

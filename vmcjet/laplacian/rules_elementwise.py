@@ -11,11 +11,11 @@ import jax.numpy as jnp
 from jax import lax
 
 from vmcjet.laplacian._jax_internals import Primitive, prims
-from vmcjet.laplacian.rules import RULES, lazy, scale
+from vmcjet.laplacian.rules import lazy, scale
 
 
-def register_elementwise(primitive: Primitive, derivatives: Callable) -> None:
-    """Registers a unary elementwise primitive from `derivatives(x, y, **params) -> (f', f'')`.
+def elementwise_rule(primitive: Primitive, derivatives: Callable) -> Callable:
+    """The rule of a unary elementwise primitive from `derivatives(x, y, **params) -> (f', f'')`.
 
     `y = f(x)` is passed so that derivatives reuse it (exp, tanh, logistic); f'' may be None when it
     vanishes. Both are computed in the primal stage, once.
@@ -27,7 +27,7 @@ def register_elementwise(primitive: Primitive, derivatives: Callable) -> None:
         d1, d2 = derivatives(x, y, **params)
         return y, lambda t: scale(t, d1, d2)
 
-    RULES[primitive] = rule1
+    return rule1
 
 
 def _integer_pow_derivatives(x, y_exp):
@@ -75,6 +75,14 @@ _ELEMENTWISE = {
 }
 
 
-for _p, _d in _ELEMENTWISE.items():
-    register_elementwise(_p, lambda x, out, _d=_d, **params: _d(x, out))
-register_elementwise(prims.integer_pow_p, lambda x, out, *, y: _integer_pow_derivatives(x, y))
+def register_rules(registry) -> None:
+    """Registers this module's rules (see `vmcjet.laplacian.registry`)."""
+    for primitive, derivatives in _ELEMENTWISE.items():
+        rule = elementwise_rule(primitive, lambda x, out, d=derivatives, **params: d(x, out))
+        registry.register(primitive, rule, lazy=True, source="rules_elementwise.elementwise_rule")
+    integer_pow = elementwise_rule(
+        prims.integer_pow_p, lambda x, out, *, y: _integer_pow_derivatives(x, y)
+    )
+    registry.register(
+        prims.integer_pow_p, integer_pow, lazy=True, source="rules_elementwise.elementwise_rule"
+    )
