@@ -21,7 +21,7 @@ from vmcjet.errors import InputError
 from vmcjet.laplacian import rules_sparse
 from vmcjet.laplacian._jax_internals import Jaxpr, Literal, bind_equation
 from vmcjet.laplacian.registry import rule_for
-from vmcjet.laplacian.rules import Rows, fallback_rule, materialize
+from vmcjet.laplacian.rules import LazyPush, Rows, fallback_rule, materialize
 
 Triple = tuple[jax.Array, jax.Array, jax.Array]
 
@@ -55,7 +55,9 @@ def linearize_jaxpr(
         shape (K + 1,) + invar shape (or None, or a lazy stack such as `rules.Rows`) per invar to
         one stack (or None) per outvar.
     """
-    env, depends, steps = {}, set(), []
+    env: dict = {}
+    depends: set = set()
+    steps: list = []
     read = lambda v: v.val if isinstance(v, Literal) else env[v]
     env.update(zip(jaxpr.constvars, consts, strict=True))
     env.update(zip(jaxpr.invars, primals, strict=True))
@@ -65,8 +67,8 @@ def linearize_jaxpr(
         flags = [_is_dependent(v, depends) for v in eqn.invars]
         if any(flags) and any(_inexact(v) for v in eqn.outvars):
             rule = rule_for(eqn.primitive) or fallback_rule(eqn.primitive)
-            outs, push = rule(invals, flags, **eqn.params)
-            steps.append((eqn.invars, eqn.outvars, push))
+            outs, step = rule(invals, flags, **eqn.params)
+            steps.append((eqn.invars, eqn.outvars, step))
             depends.update(v for v in eqn.outvars if _inexact(v))
         else:
             outs = bind_equation(eqn, invals)
@@ -78,7 +80,7 @@ def linearize_jaxpr(
             ins = [None if isinstance(v, Literal) else stacks.get(v) for v in invars]
             if all(s is None for s in ins):
                 continue
-            if not getattr(step, "accepts_lazy", False):
+            if not isinstance(step, LazyPush):
                 ins = [materialize(s) for s in ins]
             for v, s in zip(outvars, step(ins), strict=True):
                 if s is not None and _inexact(v):

@@ -1,4 +1,5 @@
-"""Propagation rules of the collapsed forward Laplacian: the registry and the primitive families.
+"""Propagation rules of the collapsed forward Laplacian: stacks, and the arithmetic, linear and
+structural primitive families (registered by `register_rules`; the table is `registry.py`).
 
 A *stack* is the derivative information carried for one array `p` of shape `s`: an array of shape
 `(K + 1,) + s` whose first K rows are the first-order coefficients `J_k = d_k p` and whose last row
@@ -8,7 +9,9 @@ is the collapsed second-order coefficient `L = sum_k d2p[v_k, v_k]` (see the pac
 A rule is `rule(primals, dependent, **params) -> (out_primals, push)`: it evaluates the primitive
 on the primal inputs (computing any residuals the derivatives need, such as f'(x) and f''(x)) and
 returns `push(stacks) -> out_stacks`, which maps input stacks (None for zero) to output stacks.
-Splitting the primal stage from `push` lets chunked evaluation compute every primal once.
+Splitting the primal stage from `push` lets chunked evaluation compute every primal once. A push
+wrapped in `LazyPush` receives lazy stacks (`Rows`, `Sparse`, ...) as they are; the engine
+materialises the inputs of any other push to dense arrays first.
 """
 
 import functools
@@ -25,6 +28,17 @@ from vmcjet.laplacian._jax_internals import Primitive, bind_primitive, prims
 from vmcjet.laplacian.rules_sparse import Sparse
 
 Push = Callable[[list], list]
+
+
+class LazyPush(NamedTuple):
+    """A push that takes lazy stacks (`Rows`, `Sparse`, `Broadcast`, `Concat`, ...) as they are;
+    the engine materialises the input stacks of every other push first."""
+
+    fn: Push
+
+    def __call__(self, stacks: list) -> list:
+        return self.fn(stacks)
+
 
 _WARNED: set[str] = set()
 
@@ -168,8 +182,7 @@ def single(rule1: Callable, lazy: bool = False) -> Callable:
         del dependent
         out, push1 = rule1(*primals, **params)
         push = lambda stacks: [push1(*stacks)]
-        push.accepts_lazy = lazy
-        return [out], push
+        return [out], LazyPush(push) if lazy else push
 
     return rule
 

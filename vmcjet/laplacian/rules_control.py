@@ -16,7 +16,7 @@ from jax import lax
 
 from vmcjet.laplacian._jax_internals import bind_primitive, inner_jaxpr, jaxpr_as_fun, prims
 from vmcjet.laplacian.engine import linearize_jaxpr
-from vmcjet.laplacian.rules import num_rows, zeros_stack
+from vmcjet.laplacian.rules import LazyPush, num_rows, zeros_stack
 from vmcjet.laplacian.rules_linalg import det_rule, slogdet_rule
 
 _NAMED_JITS = {"slogdet": slogdet_rule, "det": det_rule}
@@ -25,12 +25,11 @@ _NAMED_JITS = {"slogdet": slogdet_rule, "det": det_rule}
 def _call_rule(primals, dependent, **params):
     jaxpr, consts = inner_jaxpr(params)
     outs, _, push = linearize_jaxpr(jaxpr, consts, primals, dependent, dense_outputs=False)
-    push.accepts_lazy = True  # the inlined equations handle (or materialise) lazy stacks
-    return outs, push
+    return outs, LazyPush(push)  # the inlined equations handle (or materialise) lazy stacks
 
 
 def _jit_rule(primals, dependent, **params):
-    special = _NAMED_JITS.get(params.get("name"))
+    special = _NAMED_JITS.get(str(params.get("name")))
     if special is not None and len(primals) == 1 and primals[0].ndim >= 2:
         return special(primals, dependent, **params)
     return _call_rule(primals, dependent, **params)

@@ -1,6 +1,8 @@
 """dot_general, with lazy broadcast and concatenate stacks so mean-field layers stay cheap.
 
-A FermiNet layer computes concat([h, broadcast(mean_up), broadcast(mean_down), g]) @ W.
+Take a mean-field layer written as concat([h, broadcast(mean_up), broadcast(mean_down), g]) @ W
+(the FermiNet paper's form; vmcjet's own FermiNet layer already multiplies the means before
+broadcasting and concatenates only per-electron pieces, vmcjet/networks/ferminet.py).
 Materialising the stack of the concatenation costs (K + 1) n (total width) H multiply-adds. The
 stacks of `broadcast_in_dim` and `concatenate` are therefore kept lazy (`Broadcast`, `Concat`):
 a dot_general with a constant operand splits W along the concatenated axis,
@@ -24,7 +26,7 @@ from jax import lax
 from vmcjet.laplacian import rules_sparse
 from vmcjet.laplacian._jax_internals import prims
 from vmcjet.laplacian.registry import source_of
-from vmcjet.laplacian.rules import Rows, add_second, materialize, zeros_stack
+from vmcjet.laplacian.rules import LazyPush, Rows, add_second, materialize, zeros_stack
 from vmcjet.laplacian.rules_sparse import Sparse
 
 
@@ -56,11 +58,6 @@ class Concat(NamedTuple):
         return jnp.concatenate(parts, axis=self.dimension + 1)
 
 
-def _lazy(push):
-    push.accepts_lazy = True
-    return push
-
-
 def _broadcast_rule(primals, dependent, **params):
     del dependent
     out = prims.broadcast_in_dim_p.bind(*primals, **params)
@@ -73,7 +70,7 @@ def _broadcast_rule(primals, dependent, **params):
                 return [sparse]
         return [Broadcast(materialize(stacks[0]), shape, dims)]
 
-    return [out], _lazy(push)
+    return [out], LazyPush(push)
 
 
 def _concatenate_rule(primals, dependent, *, dimension):
@@ -88,7 +85,7 @@ def _concatenate_rule(primals, dependent, *, dimension):
         pieces = tuple(s if s is None or isinstance(s, keep) else materialize(s) for s in stacks)
         return [Concat(pieces, tuple(primals), dimension)]
 
-    return [out], _lazy(push)
+    return [out], LazyPush(push)
 
 
 def _dot(lhs, rhs, params, numbers=None):
@@ -174,7 +171,7 @@ def _dot_general_rule(primals, dependent, **params):
         from_a = jax.vmap(lambda s: _dot(s, b, params))(ta)
         return [add_second(from_a + from_b, 2 * cross)]
 
-    return [out], _lazy(push)
+    return [out], LazyPush(push)
 
 
 def _with_sparse(sparse_fn: Callable, kinds: tuple) -> Callable[[Callable], Callable]:
@@ -192,7 +189,7 @@ def _with_sparse(sparse_fn: Callable, kinds: tuple) -> Callable[[Callable], Call
                         return [sparse]
                 return dense_push([materialize(s) for s in stacks])
 
-            return outs, _lazy(push)
+            return outs, LazyPush(push)
 
         return rule
 

@@ -34,12 +34,12 @@ class Sparse(NamedTuple):
 
     rows: jax.Array
     axes: tuple[int, ...]
-    count: int
+    electrons: int  # electrons differentiated (a block of directions); not `count` (tuple's)
     start: jax.Array | int = 0
 
     @property
     def dense_rows(self) -> int:
-        return 3 * self.count + 1
+        return 3 * self.electrons + 1
 
     def _same(self, a: int, b: int) -> jax.Array:
         shape = self.rows.shape[1:]
@@ -50,16 +50,17 @@ class Sparse(NamedTuple):
 
     def materialize(self) -> jax.Array:
         shape = self.rows.shape[1:]
-        first = 0
+        first: jax.Array | int = 0
         for t, a in enumerate(self.axes):
-            full = (self.count,) + shape
+            full = (self.electrons,) + shape
             hit = lax.broadcasted_iota(jnp.int32, full, 0) + self.start == lax.broadcasted_iota(
                 jnp.int32, full, a + 1
             )
             first = (
                 first + hit.astype(self.rows.dtype)[:, None] * self.rows[None, 3 * t : 3 * t + 3]
             )
-        first = first.reshape((3 * self.count,) + shape)
+        assert not isinstance(first, int), "a sparse stack has at least one electron axis"
+        first = first.reshape((3 * self.electrons,) + shape)
         return jnp.concatenate([first, self.rows[-1:]])
 
     def inner(self, other: "Sparse") -> jax.Array:
@@ -71,7 +72,7 @@ class Sparse(NamedTuple):
         return total
 
     def with_rows(self, rows: jax.Array, axes: tuple[int, ...] | None = None) -> "Sparse":
-        return Sparse(rows, self.axes if axes is None else axes, self.count, self.start)
+        return Sparse(rows, self.axes if axes is None else axes, self.electrons, self.start)
 
 
 _HOOKS: list[Callable] = []
@@ -141,17 +142,19 @@ def sum_over_electrons(s: Sparse, axis: int, lo: int, hi: int) -> jax.Array:
         (1,) * (axis + 1) + (n,) + (1,) * (s.rows.ndim - axis - 2)
     )
     diag = jnp.moveaxis(jnp.sum(ra * mask, axis=axis + 1), other + 1 - (other > axis), 1)
-    hit = (jnp.arange(s.count)[:, None] + s.start == jnp.arange(diag.shape[1])[None, :]).astype(
+    hit = (jnp.arange(s.electrons)[:, None] + s.start == jnp.arange(diag.shape[1])[None, :]).astype(
         diag.dtype
     )
     hit = hit.reshape(hit.shape + (1,) * (diag.ndim - 2))
     first = hit[:, None] * diag[None]  # (count, 3, n_other, rest)
     rb = jnp.moveaxis(rb * mask, (other + 1, axis + 1), (1, 2))  # (3, n_other, n, rest)
-    padded = jnp.concatenate([rb, jnp.zeros(rb.shape[:2] + (s.count,) + rb.shape[3:], rb.dtype)], 2)
-    block = lax.dynamic_slice_in_dim(padded, s.start, s.count, axis=2)
+    padded = jnp.concatenate(
+        [rb, jnp.zeros(rb.shape[:2] + (s.electrons,) + rb.shape[3:], rb.dtype)], 2
+    )
+    block = lax.dynamic_slice_in_dim(padded, s.start, s.electrons, axis=2)
     first = first + jnp.moveaxis(block, 2, 0)
     first = jnp.moveaxis(first, 2, other + 2 - (other > axis))
-    first = first.reshape((3 * s.count,) + first.shape[2:])
+    first = first.reshape((3 * s.electrons,) + first.shape[2:])
     second = jnp.sum(s.rows[-1:] * mask, axis=axis + 1)
     return jnp.concatenate([first, second])
 
