@@ -29,6 +29,7 @@ FIELDS = {
     "async_dispatch",
     "freed_memory_retained",
     "blas_threads",
+    "blas_threads_limited",
 }
 
 

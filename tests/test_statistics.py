@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vmcjet.errors import InputError
-from vmcjet.statistics import Estimate, estimate, format_value_error, reblock, running_mean
+from vmcjet.statistics import Estimate, estimate, format_value_error, reblock
 
 
 def ar1(phi, n, seed):
@@ -66,10 +66,6 @@ def test_estimate_str_and_plus_minus():
     value = Estimate(mean=-1.17447, error=0.00012, variance=0.01, tau=2.0, n=100)
     assert str(value) == "-1.17447(12)"
     assert value.plus_minus() == "-1.17447 ± 0.00012"
-
-
-def test_running_mean():
-    np.testing.assert_allclose(running_mean(np.array([1.0, 3.0, 2.0])), [1.0, 2.0, 2.0])
 
 
 def test_bad_input_raises():

@@ -40,7 +40,8 @@ DEFAULT_CASES = (
     *(f"{kind}-{mol}" for kind in ("ferminet", "psiformer") for mol in ("LiH", "N2", "P2")),
 )
 QUICK = {"cases": ("mlp", "ferminet-LiH"), "batch_sizes": (16,), "repeats": 2}
-# Benchmark networks (ANCHORS.md): FermiNet 3 x (128, 16); Psiformer 2 layers of width 128; 4 dets.
+# Benchmark networks, the peers' sizes (docs/benchmarks.md, "Cases"): FermiNet 3 x (128, 16);
+# Psiformer 2 layers of width 128; 4 determinants.
 NETWORKS = {
     "ferminet": NetworkConfig(kind="ferminet", determinants=4, ferminet=FermiNetConfig(128, 16, 3)),
     "psiformer": NetworkConfig(

@@ -50,5 +50,5 @@ def blas_threads() -> int | None:
 
 
 def blas_threads_limited() -> bool:
-    """Whether `limit_blas_threads` changed this process's BLAS pools (recorded by benchmarks)."""
+    """Whether `limit_blas_threads` changed this process's BLAS pools (`vmcjet info`)."""
     return _limited

@@ -62,7 +62,7 @@ class NetworkConfig:
 @dataclass(frozen=True)
 class LaplacianConfig:
     method: str = "collapsed"  # "collapsed", "loop", "hessian", "vmap_jvp", "taylor", "folx"
-    chunk_size: int | None = None  # directions per inner chunk (None: all 3n at once)
+    chunk_size: int | None = None  # directions per inner chunk (None: the method's own default)
     walker_batch_size: int | None = None  # walkers per lax.map chunk (None: all at once)
 
 
@@ -121,7 +121,7 @@ class CheckpointConfig:
 
 @dataclass(frozen=True)
 class Config:
-    seed: int = 0  # root of every random key: step t uses fold_in(seed, t)
+    seed: int = 0  # root of every random key (streams and their derivation: vmcjet/session.py)
     batch_size: int = 256  # number of walkers (divisible by the device count; SPRING ~ B^2)
     steps: int = 10000  # optimisation steps
     # Wall-time limit of the command (minutes, from its start: set-up and pretraining count); the
@@ -267,11 +267,6 @@ def build_config(
     if overrides:
         config = _merge(config, overrides)
     return config
-
-
-def config_from_dict(tree: dict[str, Any]) -> Config:
-    """A Config from a nested dict such as `to_dict` returns (used when restoring a run)."""
-    return _merge(Config(), tree)
 
 
 def to_dict(config: Config) -> dict[str, Any]:

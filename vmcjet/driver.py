@@ -46,7 +46,7 @@ FROZEN_ON_RESUME = (
     "network",
     "batch_size",
     "precision",
-    "seed",  # step t draws from fold_in(seed, t): another seed breaks the exact-restart chain
+    "seed",  # every step's key derives from the seed: another seed breaks the exact restart
     "optim.optimizer",  # the optimiser state in the checkpoint belongs to one optimiser
 )
 

@@ -17,7 +17,7 @@ import jax
 
 import vmcjet
 from vmcjet.allocator import freed_memory_retained
-from vmcjet.blas_threads import blas_threads
+from vmcjet.blas_threads import blas_threads, blas_threads_limited
 from vmcjet.config import Config
 
 # Distributions whose versions matter for a run: JAX and its GPU plugins.
@@ -48,7 +48,7 @@ def environment_info() -> dict[str, Any]:
     Keys: vmcjet_version, python_version, platform, cpu_count, jax_version, jaxlib_version,
     gpu_plugins, backend, gpu_used, devices, local_devices, process_index, process_count,
     x64_enabled, float_precision_default, matmul_precision_default, jax_default_matmul_precision,
-    async_dispatch, freed_memory_retained, blas_threads.
+    async_dispatch, freed_memory_retained, blas_threads, blas_threads_limited.
     """
     import os
 
@@ -77,6 +77,7 @@ def environment_info() -> dict[str, Any]:
         "async_dispatch": bool(jax.config.values["jax_cpu_enable_async_dispatch"]),
         "freed_memory_retained": freed_memory_retained(),
         "blas_threads": blas_threads(),
+        "blas_threads_limited": blas_threads_limited(),
     }
 
 

@@ -136,9 +136,3 @@ def estimate(data: np.ndarray) -> Estimate:
     variance = float(np.var(data, ddof=1))
     tau = data.size * error**2 / variance if variance > 0 else 1.0
     return Estimate(float(np.mean(data)), error, variance, tau, int(data.size))
-
-
-def running_mean(data: np.ndarray) -> np.ndarray:
-    """Cumulative mean: out[t] = mean(data[: t + 1]). Shape (n,) -> (n,)."""
-    data = np.asarray(data, dtype=np.float64)
-    return np.cumsum(data) / np.arange(1, data.size + 1)

@@ -62,7 +62,9 @@ def make_kinetic_energy(
         chunk_size: directions per inner chunk, passed to the method.
         walker_batch_size: walkers per chunk of ``lax.map(..., batch_size=...)`` (bounds memory and
             is often faster on CPU); None evaluates all walkers at once with vmap. With walker
-            chunks and no `chunk_size`, the method gets chunk_size = D (all directions at once).
+            chunks and no `chunk_size`, the method gets chunk_size = D (all directions at once);
+            without walker chunks None goes to the method (collapsed: blocks of
+            `methods.COLLAPSED_CHUNK_SIZE`).
 
     Returns:
         walkers (B, n, 3) bohr -> kinetic energies (B,), hartree.

@@ -19,8 +19,9 @@ Every factory has the signature ``factory(f, *, chunk_size=None)`` and returns a
   its electron-wise sparsity (threshold 6), registered only when the optional folx package imports.
 
 ``chunk_size`` bounds how many directions are processed at once where a method maps over directions
-("collapsed", "vmap_jvp", "taylor"; via ``lax.map(..., batch_size=chunk_size)`` for the latter two);
-"hessian", "loop" and "folx" ignore it.
+("collapsed" and "collapsed_sparse": None means blocks of ``COLLAPSED_CHUNK_SIZE``; "vmap_jvp",
+"taylor": via ``lax.map(..., batch_size=chunk_size)``, None means all at once); "hessian", "loop",
+"folx" and "folx_sparse" ignore it.
 """
 
 from __future__ import annotations

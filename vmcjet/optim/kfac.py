@@ -25,9 +25,8 @@ exact whenever the input is the same for every row (biases, the spin means of Fe
 one-electron layer) and costs B instead of B R outer products, but its A only sees the walker
 means of the inputs: FermiNet's rows are very different electrons (core, valence), and directions
 in which the inputs differ between electrons but whose walker mean hardly varies get almost no
-curvature from reduce, hence large, noisy steps. Measured on LiH (docs/results.md, "KFAC"), expand
-trained better (250-step windows 2.9 and 3.7 mHa above exact at steps 250-750 against 12.7 and 6.8
-for reduce, same settings), so it is the default.
+curvature from reduce, hence large, noisy steps. Measured on LiH with the same settings, expand
+trained better than reduce (docs/results.md, "KFAC", runs X and R), so it is the default.
 
 Centring: subtracting mean(O) mean(O)^T is not Kronecker-factored; KFAC centres the output side
 only (per row over the walkers for expand, the row sums for reduce), which approximates

@@ -46,7 +46,7 @@ c = min(1, sqrt(max_norm / (lr_t^2 |phi|^2))), so that |update|^2 <= max_norm. T
 unconstrained phi as phi_prev for the next step. A bound that follows the schedule (applied to
 lr_0 phi, so |update|^2 <= max_norm (lr_t / lr_0)^2) was tried and measured slower on LiH: with
 |phi| ~ 1.4 it clipped every step to about 0.23 of its length, where this bound is inactive after
-~300 steps at the default decay (docs/benchmarks.md, "Norm bound").
+a few hundred steps at the default decay (docs/benchmarks.md, "Norm bound").
 """
 
 from __future__ import annotations
@@ -127,8 +127,8 @@ def _accumulate(kernel, target, rows, means, decayed, *, scale, dtype, max_block
     `max_block_elements` // B columns. ONE loop runs over all blocks and `lax.switch`es to the
     code that cuts block i out of its leaves, so XLA holds one kernel and one block product at
     a time. Separate code per leaf let XLA compute the independent products of all narrow
-    leaves first and hold their B x B results together (14 of them, 1.8 GiB at B = 4096;
-    docs/benchmarks.md, "SPRING memory"); joining narrow leaves also saves a kernel-sized
+    leaves first and hold their B x B results together (docs/benchmarks.md, "SPRING memory");
+    joining narrow leaves also saves a kernel-sized
     write per leaf.
     """
     max_width = max(1, max_block_elements // rows[0].shape[0])
