@@ -103,6 +103,11 @@ def _add_analysis_parsers(commands: Any) -> None:
         type=int,
         help="MCMC steps to average over (default: 10^6 walker samples / batch, at least 1000)",
     )
+    evaluate.add_argument(
+        "--observables",
+        help="comma-separated observables besides the energy: s2, dipole (default: the run "
+        "config's `observables`)",
+    )
     analyze = commands.add_parser("analyze", help="energy ± error from the training statistics")
     analyze.add_argument("run_folder", help="folder written by `vmcjet run`")
     analyze.add_argument(
@@ -132,7 +137,8 @@ def _analysis(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from vmcjet import evaluate
 
     if args.command == "eval":
-        print(evaluate.format_summary(evaluate.evaluate(args.run_folder, args.steps)))
+        record = evaluate.evaluate(args.run_folder, args.steps, observables_text=args.observables)
+        print(evaluate.format_summary(record))
     elif args.command == "analyze":
         print(evaluate.format_summary(evaluate.analyze(args.run_folder, discard=args.discard)))
     elif args.command == "plot":

@@ -134,6 +134,9 @@ class Config:
     devices: int | None = None  # walkers are sharded over the first N devices (None: all)
     memory_budget_mib: float | None = None  # per-walker parts chunked to fit (None: no chunks)
     log_every: int = 100  # plain log line every N steps when not on a terminal
+    # Observables `vmcjet eval` estimates besides the energy, comma-separated: "s2", "dipole"
+    # (vmcjet/observables.py; `vmcjet eval --observables` overrides). "": the energy only.
+    observables: str = ""
     system: SystemConfig = field(default_factory=SystemConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     laplacian: LaplacianConfig = field(default_factory=LaplacianConfig)
@@ -394,6 +397,9 @@ def validate(config: Config) -> None:
         InputError: naming the key, the value and what is allowed.
     """
     _check_numbers(config)
+    from vmcjet.observables import parse_observables
+
+    parse_observables(config.observables)
     if config.network.kind not in NETWORK_KINDS:
         raise InputError(
             f"unknown network kind '{config.network.kind}' (--network / network.kind); "

@@ -23,13 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vmcjet import mcmc, runfolder, statistics
+from vmcjet import mcmc, observables, runfolder, statistics
 from vmcjet.errors import InputError
 from vmcjet.fileio import atomic_write_text
 from vmcjet.molecule import Molecule
 from vmcjet.session import Session, open_session, restore_state, run_molecule, stream_key
 from vmcjet.train import make_sampler_and_local_energy, masked_moments
-from vmcjet.units import MILLIHARTREE_PER_HARTREE
+from vmcjet.units import DEBYE_PER_AU, MILLIHARTREE_PER_HARTREE
 
 
 def summary(
@@ -119,16 +119,53 @@ def format_summary(record: dict[str, Any]) -> str:
             f"distance autocorrelation {group['distance_autocorrelation']:.3f} per step, "
             f"msd {group['msd_per_move']:.2e} bohr²/move"
         )
+    if "s2" in record:
+        lines.append(f"<S^2>       {record['s2']['formatted']}")
+    if "dipole" in record:
+        dipole = record["dipole"]
+        components = ", ".join(
+            statistics.format_value_error(m, e)
+            for m, e in zip(dipole["components_au"], dipole["errors_au"], strict=True)
+        )
+        lines.append(
+            f"dipole      ({components}) e bohr; |mu| = "
+            f"{statistics.format_value_error(dipole['magnitude_au'], dipole['magnitude_error_au'])}"
+            f" e bohr = {dipole['magnitude_debye']:.3f} ± {dipole['magnitude_error_debye']:.3f} D"
+        )
     return "\n".join(lines)
 
 
-def make_eval_step(session: Session) -> Callable[..., Any]:
+def make_observables_fn(
+    session: Session, names: tuple[str, ...]
+) -> Callable[[Any, jax.Array], dict[str, jax.Array]]:
+    """`(params, walkers (B, n, 3)) -> {name: per-walker values (B,) or (B, 3)}` for `names`."""
+    molecule, apply = session.molecule, session.wavefunction.apply
+    estimators: dict[str, Callable[[Any, jax.Array], jax.Array]] = {}
+    if "s2" in names:
+        estimators["s2"] = observables.spin_squared_fn(apply, molecule.n_alpha, molecule.n_beta)
+    if "dipole" in names:
+        dipole = observables.dipole_fn(molecule.coords, molecule.charges)
+        estimators["dipole"] = lambda params, electrons: dipole(electrons)
+
+    def values(params: Any, walkers: jax.Array) -> dict[str, jax.Array]:
+        return {
+            name: jax.vmap(fn, in_axes=(None, 0))(params, walkers)
+            for name, fn in estimators.items()
+        }
+
+    return values
+
+
+def make_eval_step(session: Session, names: tuple[str, ...] = ()) -> Callable[..., Any]:
     """`step(params, sampler, core, *, key) -> (sampler, mean E_L, variance, acceptance,
-    mobility sums (2, 7))`, jitted; `core` (B, n) bool marks the core-like electrons."""
+    mobility sums (2, 7), {observable: mean over the walkers})`, jitted; `core` (B, n) bool marks
+    the core-like electrons; the observables in `names` are averaged over the walkers whose
+    local energy is finite."""
     sample, local_energy = make_sampler_and_local_energy(
         session.wavefunction, session.molecule, session.config
     )
     nuclei = session.molecule.coords
+    observables_of = make_observables_fn(session, names)
 
     def step(
         params: Any, sampler: mcmc.McmcState, core: jax.Array, *, key: jax.Array
@@ -140,9 +177,50 @@ def make_eval_step(session: Session) -> Callable[..., Any]:
         mean, variance = masked_moments(energies, finite)
         mean = jnp.where(jnp.any(finite), mean, jnp.nan)  # no finite walker: no energy
         sums = mobility_sums(before, sampler.walkers, nuclei, core)
-        return sampler, mean, variance, acceptance, sums
+        weights = finite.astype(energies.dtype)
+        weights = weights / jnp.maximum(jnp.sum(weights), 1)
+        means = {
+            name: jnp.tensordot(weights, jnp.where(_rows(finite, v), v, 0), axes=1)
+            for name, v in observables_of(params, sampler.walkers).items()
+        }
+        return sampler, mean, variance, acceptance, sums, means
 
     return jax.jit(step)
+
+
+def _rows(mask: jax.Array, values: jax.Array) -> jax.Array:
+    """`mask` (B,) broadcast against per-walker `values` (B, ...)."""
+    return mask.reshape(mask.shape + (1,) * (values.ndim - 1))
+
+
+def observable_records(series: dict[str, list]) -> dict[str, dict[str, Any]]:
+    """Reblocked estimates of the per-step means of each observable (eval.json entries)."""
+    records: dict[str, dict[str, Any]] = {}
+    if "s2" in series:
+        estimate = statistics.estimate(np.asarray(series["s2"], dtype=np.float64))
+        records["s2"] = {
+            "value": estimate.mean,
+            "error": estimate.error,
+            "formatted": str(estimate),
+            "autocorrelation_time": estimate.tau,
+        }
+    if "dipole" in series:
+        steps = np.asarray(series["dipole"], dtype=np.float64)  # (steps, 3)
+        parts = [statistics.estimate(steps[:, k]) for k in range(3)]
+        mu = np.array([p.mean for p in parts])
+        errors = np.array([p.error for p in parts])
+        size = float(np.linalg.norm(mu))
+        size_error = float(np.linalg.norm(mu * errors) / size) if size > 0 else float(errors.max())
+        records["dipole"] = {
+            "components_au": mu.tolist(),
+            "errors_au": errors.tolist(),
+            "magnitude_au": size,
+            "magnitude_error_au": size_error,
+            "magnitude_debye": size * DEBYE_PER_AU,
+            "magnitude_error_debye": size_error * DEBYE_PER_AU,
+            "origin": "centre of nuclear charge",
+        }
+    return records
 
 
 # Walker samples (steps x batch) `vmcjet eval` averages over by default: on LiH with the default
@@ -157,28 +235,40 @@ def default_eval_steps(batch_size: int) -> int:
 
 
 def evaluate(
-    folder: str | Path, steps: int | None = None, *, log: Callable[[str], None] = print
+    folder: str | Path,
+    steps: int | None = None,
+    *,
+    observables_text: str | None = None,
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """MCMC with the newest checkpoint's parameters for `steps` steps (None:
-    `default_eval_steps` of the run's batch); writes eval.json."""
+    `default_eval_steps` of the run's batch), with the observables named in `observables_text`
+    (comma-separated; None: the run config's `observables`); writes eval.json."""
     if steps is not None and steps <= 0:
         raise InputError(f"--steps must be positive, got {steps}")
     folder = runfolder.existing_run_folder(folder)
     config = runfolder.read_config(folder)
+    names = observables.parse_observables(
+        config.observables if observables_text is None else observables_text
+    )
     steps = default_eval_steps(config.batch_size) if steps is None else steps
     molecule = run_molecule(config)
     session = open_session(config, molecule)
     state, path = restore_state(session, folder / runfolder.CHECKPOINT_DIR, log=log)
     log(f"evaluating {path} (step {int(state.step)})")
-    step = make_eval_step(session)
+    step = make_eval_step(session, names)
     key = stream_key(jax.random.key(config.seed), "eval")
     sampler, means, variances, acceptances = state.sampler, [], [], []
     core = mcmc.core_electrons(sampler.walkers, molecule.coords, molecule.charges)
     sums = np.zeros((2, 7))
+    series: dict[str, list] = {name: [] for name in names}
     for t in range(steps):
-        sampler, mean, variance, acceptance, step_sums = step(
+        sampler, mean, variance, acceptance, step_sums, step_observables = step(
             state.params, sampler, core, key=jax.random.fold_in(key, t)
         )
+        if np.isfinite(float(mean)):
+            for name, value in step_observables.items():
+                series[name].append(np.asarray(value))
         means.append(float(mean))
         variances.append(float(variance))
         acceptances.append(float(acceptance))
@@ -197,7 +287,7 @@ def evaluate(
             "the checkpoint's wavefunction is unusable (resume from an earlier one)"
         )
     extra["skipped_steps"] = steps - int(measured.size)
-    record = summary(measured, molecule, extra)
+    record = {**summary(measured, molecule, extra), **observable_records(series)}
     atomic_write_text(folder / "eval.json", json.dumps(record, indent=2) + "\n")
     return record
 

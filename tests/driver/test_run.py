@@ -68,6 +68,22 @@ def test_eval_analyze_plot(h2_run, capsys):
     assert (h2_run / "training.png").stat().st_size > 10_000
 
 
+def test_eval_with_observables(h2_run, capsys):
+    """H2 with one determinant of alpha and beta orbitals pretrained to RHF's: <S^2> = 1 - <a|b>^2,
+    near 0. The dipole's entries are consistent (the tiny network after 150 steps need not be
+    symmetric, so its value is checked on exact wavefunctions in tests/test_observables.py)."""
+    args = ["eval", str(h2_run), "--steps", "30", "--observables", "s2,dipole"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "<S^2>" in out and "dipole" in out
+    record = json.loads((h2_run / "eval.json").read_text())
+    assert -0.05 < record["s2"]["value"] < 0.5 and record["s2"]["error"] >= 0
+    dipole = record["dipole"]
+    assert np.all(np.asarray(dipole["errors_au"]) > 0)
+    assert dipole["magnitude_au"] == pytest.approx(np.linalg.norm(dipole["components_au"]))
+    assert dipole["magnitude_debye"] == pytest.approx(2.541746473 * dipole["magnitude_au"])
+
+
 def test_existing_run_folder_needs_resume(h2_run, capsys):
     assert cli.main(tiny_run_args(h2_run)) == 2
     assert "already holds a run; use --resume" in capsys.readouterr().err

@@ -1,0 +1,96 @@
+"""Observables on exact wavefunctions: <S^2> from spin exchanges, the dipole moment."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vmcjet import cli
+from vmcjet.errors import InputError
+from vmcjet.molecule import load_molecule
+from vmcjet.observables import dipole_fn, parse_observables, spin_squared_fn
+
+
+def orbital(centre, exponent):
+    return lambda r: jnp.exp(-exponent * jnp.linalg.norm(r - jnp.asarray(centre)))
+
+
+def signed(psi):
+    """(params, electrons) -> (sign, log|psi|) of a plain function psi(electrons)."""
+
+    def apply(params, electrons):
+        del params
+        value = psi(electrons)
+        return jnp.sign(value), jnp.log(jnp.abs(value))
+
+    return apply
+
+
+def walkers(batch, n, seed=0):
+    return jax.random.normal(jax.random.key(seed), (batch, n, 3), jnp.float64)
+
+
+def per_walker(estimator, electrons):
+    return np.asarray(jax.vmap(lambda x: estimator(None, x))(electrons))
+
+
+def test_one_electron_has_three_quarters():
+    s2 = spin_squared_fn(signed(lambda x: orbital([0, 0, 0], 1.0)(x[0])), 1, 0)
+    np.testing.assert_allclose(per_walker(s2, walkers(4, 1)), 0.75)
+
+
+def test_h2_closed_shell_is_a_singlet_and_the_antisymmetric_pair_a_triplet():
+    """psi = phi(r1) phi(r2) (symmetric under the exchange): 0 for every walker; the spatially
+    antisymmetric phi_a(r1) phi_b(r2) - phi_b(r1) phi_a(r2) with Sz = 0 is the triplet: 2."""
+    a, b = orbital([0, 0, -0.7], 1.0), orbital([0, 0, 0.7], 1.0)
+    bonding = lambda x: a(x[0]) + b(x[0])
+    singlet = spin_squared_fn(signed(lambda x: bonding(x[:1]) * bonding(x[1:])), 1, 1)
+    triplet = spin_squared_fn(signed(lambda x: a(x[0]) * b(x[1]) - b(x[0]) * a(x[1])), 1, 1)
+    electrons = walkers(6, 2, seed=1)
+    np.testing.assert_allclose(per_walker(singlet, electrons), 0.0, atol=1e-12)
+    np.testing.assert_allclose(per_walker(triplet, electrons), 2.0, atol=1e-12)
+
+
+def test_high_spin_determinant_is_pure():
+    """Two alpha electrons and no beta: S = Sz = 1, <S^2> = 2 exactly."""
+    a, b = orbital([0, 0, 0], 1.0), orbital([0, 0, 1.0], 0.5)
+    psi = lambda x: a(x[0]) * b(x[1]) - b(x[0]) * a(x[1])
+    s2 = spin_squared_fn(signed(psi), 2, 0)
+    np.testing.assert_allclose(per_walker(s2, walkers(3, 2, seed=2)), 2.0)
+
+
+def test_dipole_is_minus_the_electrons_about_the_centre_of_nuclear_charge():
+    lih = load_molecule("LiH")
+    electrons = walkers(1, 4, seed=3)[0]
+    centre = lih.charges @ lih.coords / lih.charges.sum()
+    expected = -np.sum(np.asarray(electrons) - centre, axis=0)
+    np.testing.assert_allclose(dipole_fn(lih.coords, lih.charges)(electrons), expected)
+    shift = jnp.array([0.3, -1.0, 2.0])  # neutral: the same after moving everything
+    moved = dipole_fn(lih.coords + np.asarray(shift), lih.charges)(electrons + shift[None])
+    np.testing.assert_allclose(moved, expected, atol=1e-12)
+
+
+def test_hydrogen_dipole_vanishes_within_error_bars():
+    """Exact samples of |psi_1s|^2 (radius ~ Gamma(3, 1/2), uniform direction): mean 0."""
+    rng = np.random.default_rng(4)
+    radius = rng.gamma(3.0, 0.5, size=20000)
+    direction = rng.normal(size=(20000, 3))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    electrons = jnp.asarray((radius[:, None] * direction)[:, None, :])
+    values = np.asarray(jax.vmap(dipole_fn(np.zeros((1, 3)), np.ones(1)))(electrons))
+    error = values.std(axis=0) / np.sqrt(len(values))
+    assert np.all(np.abs(values.mean(axis=0)) < 4 * error)
+
+
+def test_parse_observables():
+    assert parse_observables("") == ()
+    assert parse_observables(" dipole, s2,dipole") == ("dipole", "s2")
+    with pytest.raises(InputError, match="unknown observable 'spin'"):
+        parse_observables("s2,spin")
+
+
+def test_unknown_observable_in_the_config_is_one_line_and_exit_2(capsys):
+    args = ["run", "--molecule", "H", "--set", "observables=s2,spin", "--print-config"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "unknown observable 'spin'" in err and len(err.strip().splitlines()) == 1
