@@ -8,7 +8,14 @@ import pytest
 from vmcjet import cli
 from vmcjet.errors import InputError
 from vmcjet.molecule import load_molecule
-from vmcjet.observables import dipole_fn, parse_observables, spin_squared_fn
+from vmcjet.observables import (
+    DensityGrid,
+    density_counts_fn,
+    density_grid,
+    dipole_fn,
+    parse_observables,
+    spin_squared_fn,
+)
 
 
 def orbital(centre, exponent):
@@ -94,3 +101,54 @@ def test_unknown_observable_in_the_config_is_one_line_and_exit_2(capsys):
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert "unknown observable 'spin'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_density_counts_put_each_spin_in_its_voxel_with_its_weight():
+    """A 4 x 4 x 4 grid on [0, 4]^3: voxel (i, j, k) holds the points with floor(x, y, z) =
+    (i, j, k), flat index (i * 4 + j) * 4 + k; electrons outside are dropped; alpha first."""
+    grid = DensityGrid((0.0, 0.0, 0.0), (4.0, 4.0, 4.0), 4)
+    walkers = jnp.array(
+        [
+            [[0.5, 1.5, 2.5], [3.9, 0.1, 0.2], [5.0, 1.0, 1.0]],  # alpha, alpha, beta (outside)
+            [[0.5, 1.5, 2.5], [1.2, 2.2, 3.2], [0.0, 0.0, 0.0]],
+        ]
+    )
+    counts, inside = density_counts_fn(grid, n_alpha=2)(walkers, jnp.array([1.0, 0.5]))
+    expected = np.zeros((2, 64))
+    expected[0, (0 * 4 + 1) * 4 + 2] = 1.0 + 0.5
+    expected[0, (3 * 4 + 0) * 4 + 0] = 1.0
+    expected[0, (1 * 4 + 2) * 4 + 3] = 0.5
+    expected[1, 0] = 0.5
+    np.testing.assert_allclose(counts, expected)
+    np.testing.assert_allclose(inside, [2, 3])
+
+
+def test_density_grid_margin_holds_all_but_the_stated_fraction():
+    rng = np.random.default_rng(5)
+    electrons = rng.normal(size=(100000, 3))
+    grid = density_grid(np.zeros((1, 3)), electrons, points=10, outside=0.01)
+    outside = np.any((electrons < grid.lower) | (electrons > grid.upper), axis=1)
+    assert outside.mean() == pytest.approx(0.01, abs=0.002)
+    assert density_grid(np.zeros((1, 3)), 0.01 * electrons).upper[0] == 1.0  # at least 1 bohr
+
+
+def test_hydrogen_density_is_exp_minus_2r_over_pi():
+    """Exact samples of |psi_1s|^2: the histogram divided by samples and voxel volume matches
+    rho(r) = exp(-2 r) / pi on voxels at 0.8-1.5 bohr (mean ratio within 3%), and integrates to
+    the fraction of samples inside the box."""
+    rng = np.random.default_rng(6)
+    radius = rng.gamma(3.0, 0.5, size=400000)
+    direction = rng.normal(size=(400000, 3))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    electrons = radius[:, None] * direction
+    grid = density_grid(np.zeros((1, 3)), electrons, points=24)
+    counts, inside = density_counts_fn(grid, n_alpha=1)(
+        jnp.asarray(electrons[:, None, :]), jnp.ones(len(electrons))
+    )
+    density = np.asarray(counts[0]) / (len(electrons) * grid.voxel_volume)
+    centres = [0.5 * (grid.edges(a)[1:] + grid.edges(a)[:-1]) for a in range(3)]
+    x, y, z = np.meshgrid(*centres, indexing="ij")
+    r = np.sqrt(x**2 + y**2 + z**2).ravel()
+    shell = (r > 0.8) & (r < 1.5)
+    assert np.mean(density[shell] / (np.exp(-2 * r[shell]) / np.pi)) == pytest.approx(1, abs=0.03)
+    assert density.sum() * grid.voxel_volume == pytest.approx(float(np.mean(inside)))

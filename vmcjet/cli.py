@@ -115,7 +115,12 @@ def _add_analysis_parsers(commands: Any) -> None:
     )
     plot = commands.add_parser("plot", help="PNG of energy, variance and acceptance per step")
     plot.add_argument("run_folder", help="folder written by `vmcjet run`")
-    plot.add_argument("--output", help="PNG path (default RUN/training.png)")
+    plot.add_argument("--output", help="PNG path (default RUN/training.png or RUN/density.png)")
+    plot.add_argument(
+        "--density",
+        action="store_true",
+        help="plot RUN/density.h5 (from `vmcjet eval RUN --observables density`) instead",
+    )
     bench = commands.add_parser("bench", help="benchmarks")
     kinds = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
     from vmcjet.bench import add_kinetic_arguments
@@ -142,7 +147,8 @@ def _analysis(args: argparse.Namespace, argv: Sequence[str]) -> int:
     elif args.command == "analyze":
         print(evaluate.format_summary(evaluate.analyze(args.run_folder, discard=args.discard)))
     elif args.command == "plot":
-        print(f"wrote {evaluate.plot(args.run_folder, args.output)}")
+        draw = evaluate.plot_density if args.density else evaluate.plot
+        print(f"wrote {draw(args.run_folder, args.output)}")
     elif args.bench == "step":
         from vmcjet import bench_step
 

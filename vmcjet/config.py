@@ -134,8 +134,8 @@ class Config:
     devices: int | None = None  # walkers are sharded over the first N devices (None: all)
     memory_budget_mib: float | None = None  # per-walker parts chunked to fit (None: no chunks)
     log_every: int = 100  # plain log line every N steps when not on a terminal
-    # Observables `vmcjet eval` estimates besides the energy, comma-separated: "s2", "dipole"
-    # (vmcjet/observables.py; `vmcjet eval --observables` overrides). "": the energy only.
+    # Observables `vmcjet eval` estimates besides the energy, comma-separated: "s2", "dipole",
+    # "density" (vmcjet/observables.py; `vmcjet eval --observables` overrides). "": energy only.
     observables: str = ""
     system: SystemConfig = field(default_factory=SystemConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)

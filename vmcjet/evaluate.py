@@ -121,6 +121,12 @@ def format_summary(record: dict[str, Any]) -> str:
         )
     if "s2" in record:
         lines.append(f"<S^2>       {record['s2']['formatted']}")
+    if "density" in record:
+        density = record["density"]
+        lines.append(
+            f"density     {density['file']}: {density['grid_points']}^3 voxels, integral over the "
+            f"box {density['integral_formatted']} of {density['electrons']} electrons"
+        )
     if "dipole" in record:
         dipole = record["dipole"]
         components = ", ".join(
@@ -156,16 +162,24 @@ def make_observables_fn(
     return values
 
 
-def make_eval_step(session: Session, names: tuple[str, ...] = ()) -> Callable[..., Any]:
+def make_eval_step(
+    session: Session,
+    names: tuple[str, ...] = (),
+    grid: observables.DensityGrid | None = None,
+) -> Callable[..., Any]:
     """`step(params, sampler, core, *, key) -> (sampler, mean E_L, variance, acceptance,
     mobility sums (2, 7), {observable: mean over the walkers})`, jitted; `core` (B, n) bool marks
     the core-like electrons; the observables in `names` are averaged over the walkers whose
-    local energy is finite."""
+    local energy is finite. With a density `grid`, "density" maps to (electrons inside the box
+    per walker, voxel counts (2, points**3) of this step's walkers)."""
     sample, local_energy = make_sampler_and_local_energy(
         session.wavefunction, session.molecule, session.config
     )
     nuclei = session.molecule.coords
     observables_of = make_observables_fn(session, names)
+    density_counts = (
+        None if grid is None else observables.density_counts_fn(grid, session.molecule.n_alpha)
+    )
 
     def step(
         params: Any, sampler: mcmc.McmcState, core: jax.Array, *, key: jax.Array
@@ -183,6 +197,9 @@ def make_eval_step(session: Session, names: tuple[str, ...] = ()) -> Callable[..
             name: jnp.tensordot(weights, jnp.where(_rows(finite, v), v, 0), axes=1)
             for name, v in observables_of(params, sampler.walkers).items()
         }
+        if density_counts is not None:
+            counts, inside = density_counts(sampler.walkers, finite.astype(energies.dtype))
+            means["density"] = (jnp.dot(weights, inside), counts, jnp.sum(finite))
         return sampler, mean, variance, acceptance, sums, means
 
     return jax.jit(step)
@@ -193,17 +210,57 @@ def _rows(mask: jax.Array, values: jax.Array) -> jax.Array:
     return mask.reshape(mask.shape + (1,) * (values.ndim - 1))
 
 
+def _scalar_record(values: list) -> dict[str, Any]:
+    estimate = statistics.estimate(np.asarray(values, dtype=np.float64))
+    return {
+        "value": estimate.mean,
+        "error": estimate.error,
+        "formatted": str(estimate),
+        "autocorrelation_time": estimate.tau,
+    }
+
+
+DENSITY_FILE = "density.h5"
+
+
+def write_density(
+    folder: Path, grid: observables.DensityGrid, counts: np.ndarray, samples: int
+) -> dict[str, Any]:
+    """RUN/density.h5 (written to a temporary file, then renamed): datasets `alpha` and `beta`
+    (points, points, points) in electrons per bohr^3 on the voxels of `grid` (axes x, y, z) and
+    `edges_x`, `edges_y`, `edges_z` (points + 1,) bohr; `samples` walker samples went into the
+    voxel `counts` (2, points**3). Returns the eval.json entries describing it."""
+    import h5py
+
+    shape = (grid.points,) * 3
+    density = counts / (max(samples, 1) * grid.voxel_volume)
+    path = folder / DENSITY_FILE
+    temporary = path.with_name(f".{DENSITY_FILE}.tmp")
+    with h5py.File(temporary, "w") as handle:
+        handle["alpha"] = density[0].reshape(shape)
+        handle["beta"] = density[1].reshape(shape)
+        for axis, name in enumerate("xyz"):
+            handle[f"edges_{name}"] = grid.edges(axis)
+        handle.attrs["samples"] = samples
+        handle.attrs["units"] = "electrons per bohr^3; edges in bohr"
+    os.replace(temporary, path)
+    return {
+        "file": DENSITY_FILE,
+        "grid_points": grid.points,
+        "box_lower_bohr": list(grid.lower),
+        "box_upper_bohr": list(grid.upper),
+        "samples": samples,
+    }
+
+
 def observable_records(series: dict[str, list]) -> dict[str, dict[str, Any]]:
     """Reblocked estimates of the per-step means of each observable (eval.json entries)."""
     records: dict[str, dict[str, Any]] = {}
     if "s2" in series:
-        estimate = statistics.estimate(np.asarray(series["s2"], dtype=np.float64))
-        records["s2"] = {
-            "value": estimate.mean,
-            "error": estimate.error,
-            "formatted": str(estimate),
-            "autocorrelation_time": estimate.tau,
-        }
+        records["s2"] = _scalar_record(series["s2"])
+    if "density" in series:  # per step: electrons inside the density's box, per walker
+        integral = _scalar_record(series["density"])
+        records["density"] = {f"integral_{key}": value for key, value in integral.items()}
     if "dipole" in series:
         steps = np.asarray(series["dipole"], dtype=np.float64)  # (steps, 3)
         parts = [statistics.estimate(steps[:, k]) for k in range(3)]
@@ -256,18 +313,30 @@ def evaluate(
     session = open_session(config, molecule)
     state, path = restore_state(session, folder / runfolder.CHECKPOINT_DIR, log=log)
     log(f"evaluating {path} (step {int(state.step)})")
-    step = make_eval_step(session, names)
+    walkers = np.asarray(state.sampler.walkers)
+    grid = (
+        observables.density_grid(molecule.coords, walkers.reshape(-1, 3))
+        if "density" in names
+        else None
+    )
+    step = make_eval_step(session, names, grid)
     key = stream_key(jax.random.key(config.seed), "eval")
     sampler, means, variances, acceptances = state.sampler, [], [], []
     core = mcmc.core_electrons(sampler.walkers, molecule.coords, molecule.charges)
     sums = np.zeros((2, 7))
     series: dict[str, list] = {name: [] for name in names}
+    counts = None if grid is None else np.zeros((2, grid.points**3))
+    density_samples = 0
     for t in range(steps):
         sampler, mean, variance, acceptance, step_sums, step_observables = step(
             state.params, sampler, core, key=jax.random.fold_in(key, t)
         )
         if np.isfinite(float(mean)):
             for name, value in step_observables.items():
+                if name == "density":
+                    value, step_counts, finite_walkers = value
+                    counts += np.asarray(step_counts, dtype=np.float64)
+                    density_samples += int(finite_walkers)
                 series[name].append(np.asarray(value))
         means.append(float(mean))
         variances.append(float(variance))
@@ -288,6 +357,9 @@ def evaluate(
         )
     extra["skipped_steps"] = steps - int(measured.size)
     record = {**summary(measured, molecule, extra), **observable_records(series)}
+    if grid is not None:
+        written = write_density(folder, grid, counts, density_samples)
+        record["density"] = {**record["density"], **written, "electrons": molecule.n_electrons}
     atomic_write_text(folder / "eval.json", json.dumps(record, indent=2) + "\n")
     return record
 
@@ -316,8 +388,7 @@ def analyze(folder: str | Path, *, discard: float = 0.5) -> dict[str, Any]:
     return summary(energies, run_molecule(runfolder.read_config(folder)), extra)
 
 
-def plot(folder: str | Path, output: str | Path | None = None) -> Path:
-    """PNG of energy per step (with running mean and reference), variance (log) and acceptance."""
+def _pyplot() -> Any:
     try:
         import matplotlib
 
@@ -325,9 +396,28 @@ def plot(folder: str | Path, output: str | Path | None = None) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise InputError("plotting needs matplotlib; pip install 'vmcjet[plot]'") from None
+    return plt
+
+
+def _save(fig: Any, path: Path, plt: Any) -> None:
+    """Writes `fig` to `path` through a temporary file and a rename (a reader never sees half an
+    image), in the format `path`'s extension names."""
+    image_format = _image_format(path, plt)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=image_format)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
+
+
+def plot(folder: str | Path, output: str | Path | None = None) -> Path:
+    """PNG of energy per step (with running mean and reference), variance (log) and acceptance."""
+    plt = _pyplot()
     folder = runfolder.existing_run_folder(folder)
     path = Path(output) if output else folder / "training.png"
-    image_format = _image_format(path, plt)
+    _image_format(path, plt)
     column = runfolder.stats_columns(folder)
     measured = np.isfinite(column["energy"])  # skipped steps have no energy: gaps in the plot
     if not measured.any():
@@ -353,13 +443,63 @@ def plot(folder: str | Path, output: str | Path | None = None) -> Path:
     axes[2].set_ylabel("acceptance")
     axes[2].set_xlabel("step")
     fig.suptitle(f"{molecule.name}: {folder.name}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=image_format)
-        os.replace(tmp, path)  # atomic: a reader never sees half an image
-    finally:
-        tmp.unlink(missing_ok=True)
-        plt.close(fig)
+    _save(fig, path, plt)
+    return path
+
+
+def plot_density(folder: str | Path, output: str | Path | None = None) -> Path:
+    """PNG of RUN/density.h5: the total density (log scale) on the plane through the nuclei that
+    contains their longest extent (z for an atom), and alpha, beta and total along that axis
+    through the centre of the nuclei."""
+    import h5py
+
+    plt = _pyplot()
+    folder = runfolder.existing_run_folder(folder)
+    path = Path(output) if output else folder / "density.png"
+    _image_format(path, plt)
+    source = folder / DENSITY_FILE
+    if not source.exists():
+        raise InputError(
+            f"'{folder}' has no {DENSITY_FILE}; run `vmcjet eval {folder} --observables density`"
+        )
+    with h5py.File(source, "r") as handle:
+        alpha, beta = np.asarray(handle["alpha"]), np.asarray(handle["beta"])
+        edges = [np.asarray(handle[f"edges_{name}"]) for name in "xyz"]
+    molecule = run_molecule(runfolder.read_config(folder))
+    coords = np.asarray(molecule.coords)
+    extent = np.ptp(coords, axis=0)
+    axis = int(np.argmax(extent)) if extent.max() > 0 else 2  # the line's axis
+    across = 0 if axis != 0 else 1  # the plane's other axis
+    normal = 3 - axis - across
+    centres = [0.5 * (e[1:] + e[:-1]) for e in edges]
+    middle = coords.mean(axis=0)
+    index = [int(np.argmin(np.abs(c - m))) for c, m in zip(centres, middle, strict=True)]
+    total = alpha + beta
+    plane = np.take(total, index[normal], axis=normal)  # axes (across, axis) in index order
+    if across > axis:
+        plane = plane.T
+    names = "xyz"
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    floor = max(total.max() * 1e-6, 1e-12)
+    image = left.pcolormesh(
+        edges[axis], edges[across], np.log10(np.maximum(plane, floor)), shading="flat"
+    )
+    left.scatter(coords[:, axis], coords[:, across], c="w", marker="x")
+    left.set_xlabel(f"{names[axis]} (bohr)")
+    left.set_ylabel(f"{names[across]} (bohr)")
+    left.set_aspect("equal")
+    fig.colorbar(image, ax=left, label="log10 density (electrons / bohr³)")
+    along = [index[0], index[1], index[2]]
+    for label, values in (("total", total), ("alpha", alpha), ("beta", beta)):
+        picked = [slice(None) if k == axis else along[k] for k in range(3)]
+        right.semilogy(centres[axis], np.maximum(values[tuple(picked)], floor), label=label)
+    for position in coords[:, axis]:
+        right.axvline(position, color="k", lw=0.5, ls=":")
+    right.set_xlabel(f"{names[axis]} (bohr), through the centre of the nuclei")
+    right.set_ylabel("density (electrons / bohr³)")
+    right.legend()
+    fig.suptitle(f"{molecule.name}: one-electron density ({folder.name})")
+    _save(fig, path, plt)
     return path
 
 

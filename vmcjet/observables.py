@@ -17,6 +17,11 @@ which is Sz (Sz + 1) + n_beta for n_alpha >= n_beta (one electron: 3/4; a closed
 psi is symmetric under each alpha-beta exchange: 0; the Sz = 0 triplet: 2). It costs
 n_alpha n_beta evaluations of psi per walker.
 
+One-electron density, spin-resolved: a histogram of the electron positions on a regular grid of
+voxels (`DensityGrid`), divided by the samples and the voxel volume: electrons per bohr^3 for
+alpha and beta electrons. Its integral over the box is the mean number of electrons inside it
+(the electron count when the box holds all the density).
+
 Dipole moment (atomic units, e bohr; DEBYE_PER_AU converts): relative to the centre of nuclear
 charge C = sum_I Z_I R_I / sum_I Z_I, mu = sum_I Z_I (R_I - C) - sum_i (r_i - C), where the
 nuclear sum vanishes by the choice of C, so mu = -sum_i (r_i - C) per walker. For a neutral
@@ -26,7 +31,7 @@ molecule mu does not depend on the origin.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +39,7 @@ import numpy as np
 
 from vmcjet.errors import InputError
 
-OBSERVABLES = ("s2", "dipole")
+OBSERVABLES = ("s2", "dipole", "density")
 
 SignedLogPsi = Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]
 
@@ -91,3 +96,56 @@ def dipole_fn(coords: Any, charges: Any) -> Callable[[jax.Array], jax.Array]:
         return -jnp.sum(electrons - centre.astype(electrons.dtype)[None], axis=0)
 
     return estimator
+
+
+class DensityGrid(NamedTuple):
+    """A box [lower, upper] (bohr, per axis) cut into `points` voxels along each axis."""
+
+    lower: tuple[float, float, float]
+    upper: tuple[float, float, float]
+    points: int
+
+    def edges(self, axis: int) -> np.ndarray:
+        """Voxel edges along `axis`, bohr, shape (points + 1,)."""
+        return np.linspace(self.lower[axis], self.upper[axis], self.points + 1)
+
+    @property
+    def voxel_volume(self) -> float:
+        widths = (np.asarray(self.upper) - np.asarray(self.lower)) / self.points
+        return float(np.prod(widths))
+
+
+def density_grid(
+    coords: Any, electrons: Any, *, points: int = 40, outside: float = 1e-3
+) -> DensityGrid:
+    """The default grid: the nuclei's extent (`coords` (N, 3) bohr) plus the smallest margin (at
+    least 1 bohr) that leaves at most a fraction `outside` of the sample `electrons` (M, 3) bohr
+    outside the box, the same margin on every side."""
+    coords, electrons = np.asarray(coords, float), np.asarray(electrons, float)
+    low, high = coords.min(axis=0), coords.max(axis=0)
+    beyond = np.max(np.maximum(low - electrons, electrons - high), axis=1)  # (M,) bohr
+    margin = max(1.0, float(np.quantile(beyond, 1.0 - outside)))
+    return DensityGrid(tuple(low - margin), tuple(high + margin), points)
+
+
+def density_counts_fn(
+    grid: DensityGrid, n_alpha: int
+) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
+    """`(walkers (B, n, 3), weights (B,)) -> (counts (2, points**3), inside (B,))`: the weighted
+    number of alpha and beta electrons per voxel (flat C order over x, y, z) and the number of
+    each walker's electrons inside the box."""
+    lower, upper = np.asarray(grid.lower), np.asarray(grid.upper)
+    size = grid.points
+
+    def counts(walkers: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+        scaled = (walkers - lower[None, None]) / (upper - lower)[None, None] * size
+        cell = jnp.floor(scaled).astype(jnp.int32)  # (B, n, 3)
+        inside = jnp.all((cell >= 0) & (cell < size), axis=-1)  # (B, n)
+        flat = (cell[..., 0] * size + cell[..., 1]) * size + cell[..., 2]
+        spin = (jnp.arange(walkers.shape[1]) >= n_alpha).astype(jnp.int32)
+        index = jnp.where(inside, spin[None] * size**3 + flat, 0)
+        mass = jnp.where(inside, weights[:, None], 0).astype(walkers.dtype)
+        total = jnp.zeros(2 * size**3, walkers.dtype).at[index.ravel()].add(mass.ravel())
+        return total.reshape(2, size**3), jnp.sum(inside, axis=1).astype(walkers.dtype)
+
+    return counts

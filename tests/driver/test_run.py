@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import h5py
 import numpy as np
 import pytest
 from tiny_runs import stats_rows, tiny_run_args
@@ -71,17 +72,30 @@ def test_eval_analyze_plot(h2_run, capsys):
 def test_eval_with_observables(h2_run, capsys):
     """H2 with one determinant of alpha and beta orbitals pretrained to RHF's: <S^2> = 1 - <a|b>^2,
     near 0. The dipole's entries are consistent (the tiny network after 150 steps need not be
-    symmetric, so its value is checked on exact wavefunctions in tests/test_observables.py)."""
-    args = ["eval", str(h2_run), "--steps", "30", "--observables", "s2,dipole"]
+    symmetric, so its value is checked on exact wavefunctions in tests/test_observables.py); the
+    density file integrates to the reported number of electrons inside its box."""
+    assert cli.main(["plot", str(h2_run), "--density"]) == 2  # no density.h5 yet
+    assert "--observables density" in capsys.readouterr().err
+    args = ["eval", str(h2_run), "--steps", "30", "--observables", "s2,dipole,density"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
-    assert "<S^2>" in out and "dipole" in out
+    assert "<S^2>" in out and "dipole" in out and "density.h5" in out
     record = json.loads((h2_run / "eval.json").read_text())
     assert -0.05 < record["s2"]["value"] < 0.5 and record["s2"]["error"] >= 0
     dipole = record["dipole"]
     assert np.all(np.asarray(dipole["errors_au"]) > 0)
     assert dipole["magnitude_au"] == pytest.approx(np.linalg.norm(dipole["components_au"]))
     assert dipole["magnitude_debye"] == pytest.approx(2.541746473 * dipole["magnitude_au"])
+    density = record["density"]  # the box holds all but ~0.1% of the electrons (2 for H2)
+    assert density["electrons"] == 2 and 1.98 < density["integral_value"] <= 2.0
+    with h5py.File(h2_run / density["file"], "r") as handle:
+        points = density["grid_points"]
+        assert handle["alpha"].shape == handle["beta"].shape == (points,) * 3
+        total = np.sum(handle["alpha"]) + np.sum(handle["beta"])
+        volume = np.prod(np.diff([handle[f"edges_{a}"][:2] for a in "xyz"], axis=1))
+    assert total * volume == pytest.approx(density["integral_value"], rel=1e-6)
+    assert cli.main(["plot", str(h2_run), "--density"]) == 0
+    assert (h2_run / "density.png").stat().st_size > 10_000
 
 
 def test_existing_run_folder_needs_resume(h2_run, capsys):
