@@ -1,8 +1,9 @@
 """The `cuda12` extra resolves against the supported JAX range, by pip's resolver, without
 installing anything (`pip install --dry-run --report`: package metadata only, no GPU wheels).
 
-Skipped, saying so, when the package index does not carry the CUDA plugin. Exit status 1 when
-pip cannot resolve the extra or resolves a plugin whose version differs from jax's.
+Skipped, saying so, when the package index does not list the CUDA plugin (or cannot be asked).
+Exit status 1 when pip cannot resolve the extra or resolves a plugin whose version is not that of
+the jaxlib it resolves (jax's extra pins the plugin to jaxlib's version).
 """
 
 import json
@@ -18,7 +19,8 @@ PLUGIN = "jax-cuda12-plugin"
 def main() -> int:
     listed = subprocess.run([*PIP, "index", "versions", PLUGIN], capture_output=True, text=True)
     if listed.returncode != 0:
-        print(f"cuda12 extra: skipped, the package index has no {PLUGIN}")
+        reason = listed.stderr.strip().splitlines()[-1:] or ["no output"]
+        print(f"cuda12 extra: skipped, the package index does not list {PLUGIN} ({reason[0]})")
         return 0
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "report.json"
@@ -31,11 +33,10 @@ def main() -> int:
             return 1
         installs = json.loads(report.read_text())["install"]
     versions = {item["metadata"]["name"]: item["metadata"]["version"] for item in installs}
-    jax, plugin = versions.get("jax"), versions.get(PLUGIN)
-    if plugin is None or plugin != jax:
-        print(f"cuda12 extra: resolved jax {jax} with {PLUGIN} {plugin}")
+    jax, jaxlib, plugin = versions.get("jax"), versions.get("jaxlib"), versions.get(PLUGIN)
+    if plugin is None or plugin != jaxlib:
+        print(f"cuda12 extra: resolved jax {jax}, jaxlib {jaxlib} with {PLUGIN} {plugin}")
         return 1
-    jaxlib = versions.get("jaxlib")
     print(f"cuda12 extra: resolves to jax {jax}, jaxlib {jaxlib}, {PLUGIN} {plugin}")
     return 0
 

@@ -141,6 +141,8 @@ def write_sweep(rows: Sequence[dict], out: Path, stem: str, config: Config, comm
         "molecule": config.system.molecule,
         "optimizer": config.optim.optimizer,
         "memory_budget_mib": config.memory_budget_mib,
+        "precision": config.precision,
+        "matmul_precision": config.matmul_precision,
         "machine": machine_info(),  # platform, versions, load, allocator and BLAS settings
         "rows": list(rows),
     }

@@ -13,6 +13,7 @@ mean squared displacement per move (bohr^2, from the displacement over one step)
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -26,9 +27,10 @@ import numpy as np
 from vmcjet import mcmc, observables, runfolder, statistics
 from vmcjet.errors import InputError
 from vmcjet.fileio import atomic_write_text
+from vmcjet.matmul_precision import with_matmul_precision
 from vmcjet.molecule import Molecule
 from vmcjet.session import Session, open_session, restore_state, run_molecule, stream_key
-from vmcjet.train import make_sampler_and_local_energy, masked_moments
+from vmcjet.train import make_sampler_and_local_energy, masked_moments, over_walkers
 from vmcjet.units import DEBYE_PER_AU, MILLIHARTREE_PER_HARTREE
 
 
@@ -144,8 +146,10 @@ def format_summary(record: dict[str, Any]) -> str:
 def make_observables_fn(
     session: Session, names: tuple[str, ...]
 ) -> Callable[[Any, jax.Array], dict[str, jax.Array]]:
-    """`(params, walkers (B, n, 3)) -> {name: per-walker values (B,) or (B, 3)}` for `names`."""
-    molecule, apply = session.molecule, session.wavefunction.apply
+    """`(params, walkers (B, n, 3)) -> {name: per-walker values (B,) or (B, 3)}` for `names`,
+    in walker chunks of `laplacian.walker_batch_size` (as the local energy: <S^2> evaluates psi
+    n_alpha n_beta times per walker) and at the config's `matmul_precision`."""
+    molecule, apply, config = session.molecule, session.wavefunction.apply, session.config
     estimators: dict[str, Callable[[Any, jax.Array], jax.Array]] = {}
     if "s2" in names:
         estimators["s2"] = observables.spin_squared_fn(apply, molecule.n_alpha, molecule.n_beta)
@@ -154,12 +158,13 @@ def make_observables_fn(
         estimators["dipole"] = lambda params, electrons: dipole(electrons)
 
     def values(params: Any, walkers: jax.Array) -> dict[str, jax.Array]:
+        chunk = config.laplacian.walker_batch_size
         return {
-            name: jax.vmap(fn, in_axes=(None, 0))(params, walkers)
+            name: over_walkers(functools.partial(fn, params), walkers, chunk)
             for name, fn in estimators.items()
         }
 
-    return values
+    return with_matmul_precision(values, config.matmul_precision)
 
 
 def make_eval_step(
@@ -170,7 +175,8 @@ def make_eval_step(
     """`step(params, sampler, core, *, key) -> (sampler, mean E_L, variance, acceptance,
     mobility sums (2, 7), {observable: mean over the walkers})`, jitted; `core` (B, n) bool marks
     the core-like electrons; the observables in `names` are averaged over the walkers whose
-    local energy is finite. With a density `grid`, "density" maps to (electrons inside the box
+    local energy and the observable's own value are finite (no such walker: NaN). With a
+    density `grid`, "density" maps to (electrons inside the box
     per walker, voxel counts (2, points**3) of this step's walkers)."""
     sample, local_energy = make_sampler_and_local_energy(
         session.wavefunction, session.molecule, session.config
@@ -191,26 +197,34 @@ def make_eval_step(
         mean, variance = masked_moments(energies, finite)
         mean = jnp.where(jnp.any(finite), mean, jnp.nan)  # no finite walker: no energy
         sums = mobility_sums(before, sampler.walkers, nuclei, core)
-        weights = finite.astype(energies.dtype)
-        weights = weights / jnp.maximum(jnp.sum(weights), 1)
         means = {
-            name: jnp.tensordot(weights, jnp.where(_rows(finite, v), v, 0), axes=1)
+            name: _finite_mean(v, finite)
             for name, v in observables_of(params, sampler.walkers).items()
         }
         if density_counts is not None:
             counts, inside = density_counts(sampler.walkers, finite.astype(energies.dtype))
-            means["density"] = (jnp.dot(weights, inside), counts, jnp.sum(finite))
+            means["density"] = (_finite_mean(inside, finite), counts, jnp.sum(finite))
         return sampler, mean, variance, acceptance, sums, means
 
     return jax.jit(step)
 
 
-def _rows(mask: jax.Array, values: jax.Array) -> jax.Array:
-    """`mask` (B,) broadcast against per-walker `values` (B, ...)."""
-    return mask.reshape(mask.shape + (1,) * (values.ndim - 1))
+def _finite_mean(values: jax.Array, finite: jax.Array) -> jax.Array:
+    """Mean over the walkers (axis 0) of per-walker `values` (B, ...) where `finite` (B,) and
+    every entry of the walker's value are finite; NaN when no walker is."""
+    ok = finite & jnp.all(jnp.isfinite(values.reshape(values.shape[0], -1)), axis=1)
+    mask = ok.reshape(ok.shape + (1,) * (values.ndim - 1))
+    total = jnp.sum(jnp.where(mask, values, 0), axis=0)
+    count = jnp.maximum(jnp.sum(ok), 1).astype(total.dtype)
+    return jnp.where(jnp.any(ok), total / count, jnp.nan)
 
 
 def _scalar_record(values: list) -> dict[str, Any]:
+    if len(values) < 2:
+        raise InputError(
+            f"only {len(values)} evaluation steps gave a finite observable; evaluate more steps "
+            "or check the wavefunction"
+        )
     estimate = statistics.estimate(np.asarray(values, dtype=np.float64))
     return {
         "value": estimate.mean,
@@ -235,15 +249,18 @@ def write_density(
     shape = (grid.points,) * 3
     density = counts / (max(samples, 1) * grid.voxel_volume)
     path = folder / DENSITY_FILE
-    temporary = path.with_name(f".{DENSITY_FILE}.tmp")
-    with h5py.File(temporary, "w") as handle:
-        handle["alpha"] = density[0].reshape(shape)
-        handle["beta"] = density[1].reshape(shape)
-        for axis, name in enumerate("xyz"):
-            handle[f"edges_{name}"] = grid.edges(axis)
-        handle.attrs["samples"] = samples
-        handle.attrs["units"] = "electrons per bohr^3; edges in bohr"
-    os.replace(temporary, path)
+    temporary = path.with_name(f".{DENSITY_FILE}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(temporary, "w") as handle:
+            handle["alpha"] = density[0].reshape(shape)
+            handle["beta"] = density[1].reshape(shape)
+            for axis, name in enumerate("xyz"):
+                handle[f"edges_{name}"] = grid.edges(axis)
+            handle.attrs["samples"] = samples
+            handle.attrs["units"] = "electrons per bohr^3; edges in bohr"
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return {
         "file": DENSITY_FILE,
         "grid_points": grid.points,
@@ -337,7 +354,8 @@ def evaluate(
                     value, step_counts, finite_walkers = value
                     counts += np.asarray(step_counts, dtype=np.float64)
                     density_samples += int(finite_walkers)
-                series[name].append(np.asarray(value))
+                if np.all(np.isfinite(value)):  # else no walker had a finite value this step
+                    series[name].append(np.asarray(value))
         means.append(float(mean))
         variances.append(float(variance))
         acceptances.append(float(acceptance))
@@ -469,7 +487,9 @@ def plot_density(folder: str | Path, output: str | Path | None = None) -> Path:
     coords = np.asarray(molecule.coords)
     extent = np.ptp(coords, axis=0)
     axis = int(np.argmax(extent)) if extent.max() > 0 else 2  # the line's axis
-    across = 0 if axis != 0 else 1  # the plane's other axis
+    # the plane's other axis: the remaining one along which the nuclei spread more (a planar
+    # molecule's plane; for an atom or a linear molecule any)
+    across = max((k for k in range(3) if k != axis), key=lambda k: extent[k])
     normal = 3 - axis - across
     centres = [0.5 * (e[1:] + e[:-1]) for e in edges]
     middle = coords.mean(axis=0)

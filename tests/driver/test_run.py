@@ -121,7 +121,7 @@ def test_bad_run_settings_exit_2(tmp_path, capsys, extra, message):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"network": NetworkConfig(kind="fermi")}, "network.kind"),
+        ({"network": NetworkConfig(kind="fermi")}, r"\(--network / network.kind\)"),
         ({"laplacian": LaplacianConfig(method="nested")}, "laplacian.method"),
         ({"batch_size": 0}, "'batch_size' must be > 0"),
     ],
