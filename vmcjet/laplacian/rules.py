@@ -288,8 +288,8 @@ def _sub(a, b):
 
 
 @lazy
-def _mul(a, b):
-    out = lax.mul(a, b)
+def _mul(a, b, **params):
+    out = prims.mul_p.bind(a, b, **params)  # params: none in jax 0.9, `out_dtype` in 0.10
     return out, lambda ta, tb: product(a, b, ta, tb, out.shape)
 
 
