@@ -1,12 +1,16 @@
 """Every JAX-internal name the Laplacian engine touches, in one place.
 
-The engine interprets jaxprs, so it depends on the jaxpr data structures and on primitive objects.
-Those are reached through `jax.extend` (the steadier surface); the tested JAX range is pinned in
-`pyproject.toml`. If a JAX upgrade breaks the engine, this is the file to fix.
+The engine interprets jaxprs, so it depends on the jaxpr data structures, on primitive objects and
+on the parameters of the equations its rules read. The first two are reached through `jax.extend`
+(the steadier surface); the parameters through the typed accessors below (`scan_params`,
+`while_params`, `cond_branches`, `call_name`, `dot_dimensions`, `broadcast_params`,
+`slice_params`, `reduce_axes`, `reshape_params`), so a JAX upgrade that renames or reshapes one
+touches this file only. The tested JAX range is pinned in `pyproject.toml`; jax 0.10.2 passes the
+engine's tests too (docs/reliability.md).
 """
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from jax.extend.core import ClosedJaxpr, Jaxpr, JaxprEqn, Literal, Primitive, Var, jaxpr_as_fun
 from jax.extend.core import primitives as prims
@@ -23,6 +27,18 @@ __all__ = [
     "bind_equation",
     "bind_primitive",
     "inner_jaxpr",
+    "ScanParams",
+    "WhileParams",
+    "scan_params",
+    "while_params",
+    "cond_branches",
+    "call_name",
+    "dot_dimensions",
+    "with_dot_dimensions",
+    "broadcast_params",
+    "slice_params",
+    "reduce_axes",
+    "reshape_params",
 ]
 
 
@@ -46,3 +62,82 @@ def inner_jaxpr(params: dict) -> tuple[Jaxpr, list]:
                 return inner.jaxpr, list(inner.consts)
             return inner, []
     raise KeyError(f"no inner jaxpr among parameters {sorted(params)}")
+
+
+class ScanParams(NamedTuple):
+    """What the scan rule reads of a `scan` equation."""
+
+    body: ClosedJaxpr
+    num_consts: int
+    num_carry: int
+    length: int
+    reverse: bool
+    unroll: Any
+
+
+def scan_params(params: dict) -> ScanParams:
+    return ScanParams(
+        params["jaxpr"],
+        params["num_consts"],
+        params["num_carry"],
+        params["length"],
+        params["reverse"],
+        params["unroll"],
+    )
+
+
+class WhileParams(NamedTuple):
+    """What the while rule reads of a `while` equation."""
+
+    cond: ClosedJaxpr
+    body: ClosedJaxpr
+    cond_nconsts: int
+    body_nconsts: int
+
+
+def while_params(params: dict) -> WhileParams:
+    return WhileParams(
+        params["cond_jaxpr"], params["body_jaxpr"], params["cond_nconsts"], params["body_nconsts"]
+    )
+
+
+def cond_branches(params: dict) -> Sequence[ClosedJaxpr]:
+    """The branches of a `cond` equation, in index order."""
+    return params["branches"]
+
+
+def call_name(params: dict) -> str | None:
+    """The name of a `jit` (pjit) equation's function, if it has one."""
+    name = params.get("name")
+    return None if name is None else str(name)
+
+
+def dot_dimensions(params: dict) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
+    """((lhs contracting, rhs contracting), (lhs batch, rhs batch)) of a `dot_general`."""
+    (lc, rc), (lb, rb) = params["dimension_numbers"]
+    return (tuple(lc), tuple(rc)), (tuple(lb), tuple(rb))
+
+
+def with_dot_dimensions(params: dict, numbers: Any) -> dict:
+    """The parameters of a `dot_general` with other dimension numbers (as `dot_dimensions`)."""
+    return {**params, "dimension_numbers": numbers}
+
+
+def broadcast_params(params: dict) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(shape, broadcast_dimensions) of a `broadcast_in_dim`."""
+    return tuple(params["shape"]), tuple(params["broadcast_dimensions"])
+
+
+def slice_params(params: dict) -> tuple[Sequence[int], Sequence[int], Sequence[int] | None]:
+    """(start_indices, limit_indices, strides or None) of a `slice`."""
+    return params["start_indices"], params["limit_indices"], params["strides"]
+
+
+def reduce_axes(params: dict) -> tuple[int, ...]:
+    """The reduced axes of a `reduce_sum` (and the other reductions)."""
+    return tuple(params["axes"])
+
+
+def reshape_params(params: dict) -> tuple[tuple[int, ...], Any]:
+    """(new_sizes, dimensions) of a `reshape` (dimensions: None or a permutation)."""
+    return tuple(params["new_sizes"]), params["dimensions"]

@@ -14,7 +14,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from vmcjet.laplacian._jax_internals import bind_primitive, inner_jaxpr, jaxpr_as_fun, prims
+from vmcjet.laplacian._jax_internals import (
+    bind_primitive,
+    call_name,
+    cond_branches,
+    inner_jaxpr,
+    jaxpr_as_fun,
+    prims,
+    scan_params,
+    while_params,
+)
 from vmcjet.laplacian.engine import linearize_jaxpr
 from vmcjet.laplacian.rules import LazyPush, num_rows, zeros_stack
 from vmcjet.laplacian.rules_linalg import det_rule, slogdet_rule
@@ -29,7 +38,8 @@ def _call_rule(primals, dependent, **params):
 
 
 def _jit_rule(primals, dependent, **params):
-    special = _NAMED_JITS.get(str(params.get("name")))
+    name = call_name(params)
+    special = None if name is None else _NAMED_JITS.get(name)
     if special is not None and len(primals) == 1 and primals[0].ndim >= 2:
         return special(primals, dependent, **params)
     return _call_rule(primals, dependent, **params)
@@ -69,7 +79,8 @@ def _carry_mask(step: Callable, carry_p: list, carry_s: list, rows: int, *rest) 
 def _scan_rule(primals, dependent, **params):
     del dependent
     outs = bind_primitive(prims.scan_p, primals, params)
-    body, nc, ncarry = params["jaxpr"], params["num_consts"], params["num_carry"]
+    scan = scan_params(params)
+    body, nc, ncarry = scan.body, scan.num_consts, scan.num_carry
 
     def push(stacks):
         rows = num_rows(stacks)
@@ -91,8 +102,8 @@ def _scan_rule(primals, dependent, **params):
 
         init = (list(carry_p), _fill(mask, carry_s, carry_p, rows))
         (_, final_s), (_, ys_s) = lax.scan(
-            scan_body, init, (list(xs_p), xs_s), length=params["length"],
-            reverse=params["reverse"], unroll=params["unroll"],
+            scan_body, init, (list(xs_p), xs_s), length=scan.length,
+            reverse=scan.reverse, unroll=scan.unroll,
         )  # fmt: skip
         return final_s + [None if s is None else jnp.moveaxis(s, 0, 1) for s in ys_s]
 
@@ -102,8 +113,9 @@ def _scan_rule(primals, dependent, **params):
 def _while_rule(primals, dependent, **params):
     del dependent
     outs = bind_primitive(prims.while_p, primals, params)
-    nc, nb = params["cond_nconsts"], params["body_nconsts"]
-    cond_fun = jaxpr_as_fun(params["cond_jaxpr"])
+    loop = while_params(params)
+    nc, nb = loop.cond_nconsts, loop.body_nconsts
+    cond_fun = jaxpr_as_fun(loop.cond)
 
     def push(stacks):
         rows = num_rows(stacks)
@@ -111,7 +123,7 @@ def _while_rule(primals, dependent, **params):
         body_s, carry_s = stacks[nc : nc + nb], stacks[nc + nb :]
 
         def step(cp, cs):
-            return _stacks_through(params["body_jaxpr"], body_p + list(cp), body_s + list(cs))
+            return _stacks_through(loop.body, body_p + list(cp), body_s + list(cs))
 
         mask = _carry_mask(step, carry_p, carry_s, rows)
 
@@ -133,7 +145,7 @@ def _cond_rule(primals, dependent, **params):
 
     def push(stacks):
         rows, ops_s = num_rows(stacks), stacks[1:]
-        branches = [lambda s, b=b: _stacks_through(b, ops_p, s)[1] for b in params["branches"]]
+        branches = [lambda s, b=b: _stacks_through(b, ops_p, s)[1] for b in cond_branches(params)]
         shapes = [jax.eval_shape(b, _abstract(ops_s)) for b in branches]
         mask = [any(s[i] is not None for s in shapes) for i in range(len(outs))]
         filled = [lambda s, b=b: _fill(mask, b(s), outs, rows) for b in branches]

@@ -24,7 +24,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from vmcjet.laplacian import rules_sparse
-from vmcjet.laplacian._jax_internals import prims
+from vmcjet.laplacian._jax_internals import (
+    broadcast_params,
+    dot_dimensions,
+    prims,
+    reduce_axes,
+    reshape_params,
+    with_dot_dimensions,
+)
 from vmcjet.laplacian.registry import source_of
 from vmcjet.laplacian.rules import LazyPush, Rows, add_second, materialize, zeros_stack
 from vmcjet.laplacian.rules_sparse import Sparse
@@ -61,7 +68,7 @@ class Concat(NamedTuple):
 def _broadcast_rule(primals, dependent, **params):
     del dependent
     out = prims.broadcast_in_dim_p.bind(*primals, **params)
-    shape, dims = tuple(params["shape"]), tuple(params["broadcast_dimensions"])
+    shape, dims = broadcast_params(params)
 
     def push(stacks):
         if isinstance(stacks[0], Sparse):
@@ -89,13 +96,14 @@ def _concatenate_rule(primals, dependent, *, dimension):
 
 
 def _dot(lhs, rhs, params, numbers=None):
-    numbers = params["dimension_numbers"] if numbers is None else numbers
-    return prims.dot_general_p.bind(lhs, rhs, **{**params, "dimension_numbers": numbers})
+    if numbers is not None:
+        params = with_dot_dimensions(params, numbers)
+    return prims.dot_general_p.bind(lhs, rhs, **params)
 
 
 def _dot_broadcast(t: Broadcast, const, params):
     """dot(broadcast(b), W) = broadcast(dot(b, W)), or None when a contracted axis is broadcast."""
-    (lc, rc), _ = params["dimension_numbers"]
+    (lc, rc), _ = dot_dimensions(params)
     base_shape = t.base.shape[1:]
     if any(c not in t.dims or base_shape[t.dims.index(c)] != t.shape[c] for c in lc):
         return None
@@ -132,7 +140,7 @@ def _dot_concat(t: Concat, const, params, axis: int):
 
 def _dot_lhs_stack(t, const, params):
     """Stack of dot_general(lhs, const) from the (possibly lazy) stack `t` of lhs."""
-    (lc, rc), (lb, _) = params["dimension_numbers"]
+    (lc, rc), (lb, _) = dot_dimensions(params)
     if isinstance(t, Concat) and not lb and t.dimension in lc:
         return _dot_concat(t, const, params, rc[lc.index(t.dimension)])
     if isinstance(t, Broadcast) and not lb:
@@ -164,7 +172,7 @@ def _dot_general_rule(primals, dependent, **params):
         if ta is None:
             return [from_b]
         ta = materialize(ta)
-        (lc, rc), (lb, rb) = params["dimension_numbers"]
+        (lc, rc), (lb, rb) = dot_dimensions(params)
         shift = lambda dims: tuple(d + 1 for d in dims)
         numbers = ((shift(lc) + (0,), shift(rc) + (0,)), (shift(lb), shift(rb)))
         cross = _dot(ta[:-1], tb[:-1], params, numbers)
@@ -199,7 +207,7 @@ def _with_sparse(sparse_fn: Callable, kinds: tuple) -> Callable[[Callable], Call
 def _sparse_reduce_sum(s, params):
     """Sums over non-electron axes stay sparse; a sum over one electron axis of a (sliced) pair
     stack gives its dense block directly."""
-    axes = tuple(params["axes"])
+    axes = reduce_axes(params)
     if isinstance(s, rules_sparse.ElectronSlice):
         return (
             rules_sparse.sum_over_electrons(s.sparse, s.axis, s.lo, s.hi)
@@ -217,7 +225,8 @@ def _neg_lazy(s, params):
 
 
 def _reshape_sparse(s, params):
-    return None if params["dimensions"] else rules_sparse.reshape(s, tuple(params["new_sizes"]))
+    new_sizes, dimensions = reshape_params(params)
+    return None if dimensions else rules_sparse.reshape(s, new_sizes)
 
 
 # primitive -> (stack handler, the stack kinds it takes); registered in `rules` as linear

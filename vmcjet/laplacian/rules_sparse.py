@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from vmcjet.laplacian._jax_internals import dot_dimensions, slice_params
+
 
 class Sparse(NamedTuple):
     """Sparse stack: rows (3 * len(axes) + 1,) + shape, the last row being the Laplacian row.
@@ -118,7 +120,7 @@ class ElectronSlice(NamedTuple):
 def electron_slice(s: Sparse, params: dict) -> "ElectronSlice | None":
     """slice of a pair stack along one electron axis only (unit strides), None otherwise."""
     shape = s.rows.shape[1:]
-    starts, limits, strides = params["start_indices"], params["limit_indices"], params["strides"]
+    starts, limits, strides = slice_params(params)
     cut = [d for d in range(len(shape)) if (starts[d], limits[d]) != (0, shape[d])]
     if len(s.axes) != 2 or len(cut) != 1 or cut[0] not in s.axes:
         return None
@@ -231,7 +233,7 @@ def reshape(s: Sparse, shape: tuple[int, ...]) -> Sparse | None:
 
 def dot_constant(s: Sparse, const: jax.Array, params: dict, bind) -> Sparse | None:
     """dot_general(lhs, const) with a Sparse lhs stack, contracting non-electron axes only."""
-    (lc, _), (lb, _) = params["dimension_numbers"]
+    (lc, _), (lb, _) = dot_dimensions(params)
     if lb or any(a in lc for a in s.axes):
         return None
     rows = jax.vmap(lambda r: bind(r, const))(s.rows)
