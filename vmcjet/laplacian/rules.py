@@ -17,7 +17,7 @@ materialises the inputs of any other push to dense arrays first.
 import functools
 import warnings
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, overload, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,20 @@ from vmcjet.laplacian._jax_internals import Primitive, bind_primitive, prims
 from vmcjet.laplacian.rules_sparse import Sparse
 
 Push = Callable[[list], list]
+
+
+@runtime_checkable
+class LazyStack(Protocol):
+    """A stack held in a cheaper form than its (K + 1,) + s array: `Rows`, `rules_sparse.Sparse`
+    and `ElectronSlice`, `rules_dot.Broadcast` and `Concat`. "Rows" always counts K + 1: the K
+    first-order rows and the collapsed second-order (Laplacian) row."""
+
+    def materialize(self) -> jax.Array: ...
+
+
+# What a rule's push receives and returns per array: a dense (K + 1,) + s array, a lazy stack,
+# or None (the symbolic zero: the array does not depend on x).
+Stack = jax.Array | LazyStack | None
 
 
 class LazyPush(NamedTuple):
@@ -95,14 +109,22 @@ def rows_of_shape(stack, shape: tuple[int, ...]) -> bool:
     return isinstance(stack, Rows) and stack.second.shape == shape
 
 
-def materialize(stack):
-    """Lazy stacks (see `rules_dot`) become arrays; arrays and None pass through.
+@overload
+def materialize(stack: jax.Array | LazyStack) -> jax.Array: ...
+
+
+@overload
+def materialize(stack: None) -> None: ...
+
+
+def materialize(stack: Stack) -> jax.Array | None:
+    """Lazy stacks become arrays; arrays and None pass through.
 
     Sparse stacks go through `rules_sparse.densify` (which the engine may intercept).
     """
     if isinstance(stack, Sparse):
         return rules_sparse.densify(stack)
-    return stack.materialize() if hasattr(stack, "materialize") else stack
+    return stack.materialize() if isinstance(stack, LazyStack) else stack
 
 
 def num_rows(stacks: list) -> int:
