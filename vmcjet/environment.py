@@ -20,8 +20,7 @@ from vmcjet.allocator import freed_memory_retained
 from vmcjet.blas_threads import blas_threads, blas_threads_limited
 from vmcjet.config import Config
 
-# Distributions whose versions matter for a run: JAX and its GPU plugins.
-_JAX_DISTRIBUTIONS = ("jax", "jaxlib")
+# Name prefixes of JAX's GPU plugin distributions.
 _PLUGIN_PREFIXES = ("jax-cuda", "jax_cuda", "jax-rocm", "jax_rocm")
 
 

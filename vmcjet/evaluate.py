@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import numpy as np
 
 from vmcjet import mcmc, observables, runfolder, statistics
 from vmcjet.errors import InputError
-from vmcjet.fileio import atomic_write_text
+from vmcjet.fileio import atomic_path, atomic_write_text
 from vmcjet.matmul_precision import with_matmul_precision
 from vmcjet.molecule import Molecule
 from vmcjet.session import Session, open_session, restore_state, run_molecule, stream_key
@@ -248,19 +247,13 @@ def write_density(
 
     shape = (grid.points,) * 3
     density = counts / (max(samples, 1) * grid.voxel_volume)
-    path = folder / DENSITY_FILE
-    temporary = path.with_name(f".{DENSITY_FILE}.{os.getpid()}.tmp")
-    try:
-        with h5py.File(temporary, "w") as handle:
-            handle["alpha"] = density[0].reshape(shape)
-            handle["beta"] = density[1].reshape(shape)
-            for axis, name in enumerate("xyz"):
-                handle[f"edges_{name}"] = grid.edges(axis)
-            handle.attrs["samples"] = samples
-            handle.attrs["units"] = "electrons per bohr^3; edges in bohr"
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_path(folder / DENSITY_FILE) as temporary, h5py.File(temporary, "w") as handle:
+        handle["alpha"] = density[0].reshape(shape)
+        handle["beta"] = density[1].reshape(shape)
+        for axis, name in enumerate("xyz"):
+            handle[f"edges_{name}"] = grid.edges(axis)
+        handle.attrs["samples"] = samples
+        handle.attrs["units"] = "electrons per bohr^3; edges in bohr"
     return {
         "file": DENSITY_FILE,
         "grid_points": grid.points,
@@ -330,9 +323,8 @@ def evaluate(
     session = open_session(config, molecule)
     state, path = restore_state(session, folder / runfolder.CHECKPOINT_DIR, log=log)
     log(f"evaluating {path} (step {int(state.step)})")
-    walkers = np.asarray(state.sampler.walkers)
     grid = (
-        observables.density_grid(molecule.coords, walkers.reshape(-1, 3))
+        observables.density_grid(molecule.coords, np.asarray(state.sampler.walkers).reshape(-1, 3))
         if "density" in names
         else None
     )
@@ -421,12 +413,10 @@ def _save(fig: Any, path: Path, plt: Any) -> None:
     """Writes `fig` to `path` through a temporary file and a rename (a reader never sees half an
     image), in the format `path`'s extension names."""
     image_format = _image_format(path, plt)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=image_format)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight", format=image_format)
     finally:
-        tmp.unlink(missing_ok=True)
         plt.close(fig)
 
 

@@ -1,16 +1,19 @@
 """Small file helpers shared by the run folder, the config and the molecule readers.
 
 - `read_text`: a text file as str; a missing, unreadable or non-UTF-8 file is an `InputError`.
-- `atomic_write_text`: writes a temporary file in the same folder, fsyncs and renames it, so a
-  reader (or a kill) never sees half a file.
+- `atomic_path`: a temporary path in the same folder to write to, renamed to the final name when
+  the writing succeeded (removed when it failed), so a reader never sees half a file.
+- `atomic_write_text`: text through `atomic_path`, fsynced before the rename.
 - `os_error_message`: one line describing an `OSError` (full disk, read-only filesystem, a file
   where a folder was expected) with the fix; the CLI prints it as `vmcjet: error: ...`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from vmcjet.errors import InputError
@@ -38,19 +41,25 @@ def read_text(path: str | os.PathLike, what: str, fix: str) -> str:
         raise InputError(f"cannot read {what} '{path}': {err.strerror or err}; {fix}") from None
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes `text` to `path` through a temporary file in the same folder and a rename."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields `.<name>.<pid>.tmp` next to `path` to write to; renames it to `path` when the block
+    ends without an exception, and removes it in any case if it is still there."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes `text` to `path` through a temporary file in the same folder and a rename."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def os_error_message(err: OSError) -> str:

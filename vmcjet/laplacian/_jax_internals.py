@@ -75,15 +75,11 @@ class ScanParams(NamedTuple):
     unroll: Any
 
 
+_SCAN_KEYS = ("jaxpr", "num_consts", "num_carry", "length", "reverse", "unroll")
+
+
 def scan_params(params: dict) -> ScanParams:
-    return ScanParams(
-        params["jaxpr"],
-        params["num_consts"],
-        params["num_carry"],
-        params["length"],
-        params["reverse"],
-        params["unroll"],
-    )
+    return ScanParams(*(params[key] for key in _SCAN_KEYS))
 
 
 class WhileParams(NamedTuple):
@@ -95,10 +91,11 @@ class WhileParams(NamedTuple):
     body_nconsts: int
 
 
+_WHILE_KEYS = ("cond_jaxpr", "body_jaxpr", "cond_nconsts", "body_nconsts")
+
+
 def while_params(params: dict) -> WhileParams:
-    return WhileParams(
-        params["cond_jaxpr"], params["body_jaxpr"], params["cond_nconsts"], params["body_nconsts"]
-    )
+    return WhileParams(*(params[key] for key in _WHILE_KEYS))
 
 
 def cond_branches(params: dict) -> Sequence[ClosedJaxpr]:

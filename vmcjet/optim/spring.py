@@ -128,8 +128,7 @@ def _accumulate(kernel, target, rows, means, decayed, *, scale, dtype, max_block
     code that cuts block i out of its leaves, so XLA holds one kernel and one block product at
     a time. Separate code per leaf let XLA compute the independent products of all narrow
     leaves first and hold their B x B results together (docs/benchmarks.md, "SPRING memory");
-    joining narrow leaves also saves a kernel-sized
-    write per leaf.
+    joining narrow leaves also saves a kernel-sized write per leaf.
     """
     max_width = max(1, max_block_elements // rows[0].shape[0])
 
