@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vmcjet.errors import CheckpointError, InputError, NonFiniteError
+from vmcjet.fileio import atomic_path
 
 FORMAT_VERSION = 2  # 2: root attributes and metadata covered by `header_sha256`
 READABLE_VERSIONS = (1, 2)  # version 1 files are read without the header check
@@ -52,7 +53,7 @@ HEADER_HASH = "header_sha256"
 STATE_GROUP = "state"
 METADATA_GROUP = "metadata"
 _NAME = re.compile(r"ckpt_(\d{8,})\.h5")
-_TMP_SUFFIX = ".tmp"
+_TMP_SUFFIX = ".tmp"  # of fileio.atomic_path's temporary files
 
 MetadataValue = str | int | float | bool
 
@@ -244,14 +245,9 @@ def save_checkpoint(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(folder, int(step))
-    tmp = folder / f".{final.name}.{os.getpid()}{_TMP_SUFFIX}"
-    try:
+    with atomic_path(final) as tmp:
         _write_file(tmp, int(step), arrays, clean)
         _fsync(tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     _fsync(folder)
     _prune(folder, keep)
     return final

@@ -31,7 +31,7 @@ import numpy as np
 
 from vmcjet import config as config_lib
 from vmcjet.errors import CheckpointError, InputError
-from vmcjet.fileio import atomic_write_text, read_text
+from vmcjet.fileio import atomic_path, atomic_write_text, read_text
 
 STATS_COLUMNS = (
     "step",
@@ -154,14 +154,12 @@ def truncate_stats(folder: Path, step: int) -> None:
         return
     rows = read_stats_rows(path)
     kept = [row for row in rows if int(row["step"]) < step]
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=STATS_COLUMNS)
         writer.writeheader()
         writer.writerows(kept)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def read_stats_rows(path: Path) -> list[dict[str, str]]:
