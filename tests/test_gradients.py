@@ -17,8 +17,10 @@ from vmcjet.networks import make_wavefunction
 from vmcjet.optim.spring import BLOCK_ELEMENTS
 from vmcjet.train import (
     energy_gradient_fn,
+    local_energy_chunk,
     make_gradient_batch,
     make_local_energy_fn,
+    make_sampler_and_local_energy,
     make_step_parts,
     per_walker_gradients,
     walker_chunks,
@@ -157,6 +159,64 @@ def test_a_budget_that_cannot_hold_one_walker_is_a_clear_error(lih):
         walker_chunks(
             wavefunction, molecule, budget_config(0.001), optim.make_optimiser(OptimConfig())
         )
+
+
+def test_the_working_set_chunk_is_the_most_walkers_that_fit():
+    assert memory.working_set_chunk(64, 0.1 * memory.MIB, 8.0) is None  # 6.4 MiB fit
+    assert memory.working_set_chunk(128, 0.1 * memory.MIB, 8.0) == 80
+    assert memory.working_set_chunk(128, 20.0 * memory.MIB, 8.0) == 1  # never zero walkers
+    assert memory.default_working_set_mib("cpu") == memory.CPU_WORKING_SET_MIB
+    assert memory.default_working_set_mib("gpu") is None
+
+
+def test_the_local_energy_is_chunked_to_the_working_set(lih):
+    """A working set a quarter of the batch's temporaries gives chunks whose compiled
+    temporaries are near it (XLA's memory analysis of the chunked local energy at the whole
+    batch; the chunk is estimated from an 8-walker probe, and the chunk loop adds a little), with
+    the same energies as the whole batch at once; an explicit walker_batch_size wins."""
+    molecule, wavefunction, params, _, _ = lih
+    walkers = jax.random.normal(jax.random.key(5), (64, molecule.n_electrons, 3), jnp.float64)
+    whole = make_local_energy_fn(wavefunction, molecule, Config())
+    whole_mib = memory.temporary_bytes(whole, params, walkers) / memory.MIB
+    working_set = whole_mib / 4
+    config = dataclasses.replace(budget_config(None), working_set_mib=working_set)
+    chunk = local_energy_chunk(wavefunction, molecule, config, 64)
+    assert chunk is not None and 1 <= chunk < 64
+    chunked = make_local_energy_fn(wavefunction, molecule, config, chunk)
+    assert memory.temporary_bytes(chunked, params, walkers) / memory.MIB <= 1.25 * working_set
+    np.testing.assert_allclose(chunked(params, walkers), whole(params, walkers), rtol=1e-10)
+    roomy = dataclasses.replace(config, working_set_mib=4 * whole_mib)
+    assert local_energy_chunk(wavefunction, molecule, roomy, 64) is None
+    explicit = dataclasses.replace(
+        config, laplacian=dataclasses.replace(config.laplacian, walker_batch_size=5)
+    )
+    assert local_energy_chunk(wavefunction, molecule, explicit, 64) == 5
+
+
+@pytest.mark.parametrize("optimizer", ["spring", "adam", "kfac"])
+def test_gradients_follow_the_working_set_except_springs_per_walker_gradients(lih, optimizer):
+    """A working set below one walker's temporaries: one walker per chunk for the local energy,
+    and for the gradients of Adam and KFAC; SPRING's O (B x P whatever the chunks) stays whole."""
+    molecule, wavefunction, _, _, _ = lih
+    config = dataclasses.replace(budget_config(None, optimizer), working_set_mib=1e-3)
+    chunks = walker_chunks(wavefunction, molecule, config, optim.make_optimiser(config.optim))
+    assert chunks.local_energy == 1
+    assert chunks.gradients == (None if optimizer == "spring" else 1)
+
+
+@pytest.mark.multidevice
+def test_eval_takes_its_local_energy_chunks_on_each_devices_walkers(lih):
+    """Eval's local energy with working-set chunks on 2 devices: no all-gather, and the energies
+    of the whole batch on one device."""
+    molecule, wavefunction, params, _, _ = lih
+    walkers = jax.random.normal(jax.random.key(6), (16, molecule.n_electrons, 3), jnp.float64)
+    config = dataclasses.replace(budget_config(None, batch=16, devices=2), working_set_mib=1e-3)
+    _, local_energy = make_sampler_and_local_energy(wavefunction, molecule, config)
+    sharded = distributed.shard_walkers(walkers, distributed.make_walker_mesh(jax.devices()[:2]))
+    compiled = jax.jit(local_energy).lower(params, sharded).compile().as_text()
+    assert "all-gather" not in compiled
+    plain = make_local_energy_fn(wavefunction, molecule, Config())
+    np.testing.assert_allclose(local_energy(params, sharded), plain(params, walkers), rtol=1e-9)
 
 
 @pytest.mark.multidevice

@@ -20,7 +20,7 @@ from vmcjet.molecule import load_molecule
 from vmcjet.networks import make_wavefunction
 from vmcjet.networks.layers import Tape, dense, init_dense, named_leaves
 from vmcjet.optim.kfac import SHARING, diagonal_fisher, kfac, kronecker_factors
-from vmcjet.train import TrainState, layer_records, make_train_step
+from vmcjet.train import TrainState, energy_gradient_fn, layer_records, make_train_step
 
 TINY = {
     "ferminet": NetworkConfig(determinants=2, ferminet=FermiNetConfig(8, 4, 2)),
@@ -173,6 +173,23 @@ def test_layer_records_reconstruct_the_per_walker_gradients(kind):
     }
     for path, o in records.other_grads.items():
         np.testing.assert_allclose(o[:2], named[path][:2], rtol=1e-9, atol=1e-12, err_msg=path)
+
+
+@pytest.mark.parametrize("kind", ["ferminet", "psiformer"])
+def test_the_energy_gradient_from_records_equals_the_backward_pass(kind):
+    """KFAC's train step forms 2 mean_b r_b O_b from the layer records; it equals the energy
+    gradient of one backward pass, with a walker left out (zero records) weighted by zero."""
+    wavefunction, params, walkers = tiny_lih(kind)
+    keep = jnp.array([True, True, False])
+    residuals = jnp.array([0.7, -0.2, 0.0])
+    records = layer_records(wavefunction)(params, walkers, keep)
+    expected = energy_gradient_fn(wavefunction)(params, walkers, residuals)
+    got = optim.records_gradient(records, residuals, params)
+    assert jax.tree.structure(got) == jax.tree.structure(expected)
+    for path, leaf in named_leaves(expected).items():
+        np.testing.assert_allclose(
+            named_leaves(got)[path], leaf, rtol=1e-9, atol=1e-13, err_msg=path
+        )
 
 
 @pytest.mark.parametrize("kind", ["ferminet", "psiformer"])

@@ -133,6 +133,9 @@ class Config:
     matmul_precision: str = "highest"
     devices: int | None = None  # walkers are sharded over the first N devices (None: all)
     memory_budget_mib: float | None = None  # per-walker parts chunked to fit (None: no chunks)
+    # Walker chunks of the local energy (and of Adam's and KFAC's gradients) hold about this many
+    # MiB of temporaries (a speed setting; None: 8 on CPUs, measured; whole batch on GPUs).
+    working_set_mib: float | None = None
     log_every: int = 100  # plain log line every N steps when not on a terminal
     # Observables `vmcjet eval` estimates besides the energy, comma-separated: "s2", "dipole",
     # "density" (vmcjet/observables.py; `vmcjet eval --observables` overrides). "": energy only.
@@ -347,6 +350,7 @@ _BOUNDS = (
     ("laplacian.chunk_size", 0, False),
     ("laplacian.walker_batch_size", 0, False),
     ("memory_budget_mib", 0.0, False),
+    ("working_set_mib", 0.0, False),
     ("max_minutes", 0.0, False),
 )
 PRECISIONS = ("float32", "float64")

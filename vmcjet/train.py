@@ -247,10 +247,12 @@ def make_sampler_and_local_energy(
     wavefunction: Wavefunction, molecule: Molecule, config: Config
 ) -> tuple[Callable[..., tuple[mcmc.McmcState, jax.Array]], Callable[..., jax.Array]]:
     """The MCMC step `(params, sampler, *, key) -> (sampler, acceptance)` and the local energy
-    (with `laplacian.walker_batch_size` chunks), as the config sets them up (used by eval)."""
-    local_energy = make_local_energy_fn(
-        wavefunction, molecule, config, config.laplacian.walker_batch_size
-    )
+    (in the chunks of `local_energy_chunk`), as the config sets them up (used by eval)."""
+    groups = walker_groups(config)
+    chunk = local_energy_chunk(wavefunction, molecule, config, config.batch_size // groups)
+    local_energy = make_local_energy_fn(wavefunction, molecule, config, chunk)
+    if chunk is not None and groups > 1:
+        local_energy = local_energy_by_device(local_energy, groups)
     return make_sampler(wavefunction, molecule, config), local_energy
 
 
@@ -268,49 +270,112 @@ def walker_groups(config: Config) -> int:
     return config.devices or jax.device_count()
 
 
+def _abstract_params(wavefunction: Wavefunction, config: Config) -> Params:
+    """The parameters' shapes and dtypes (nothing computed)."""
+    dtype = jnp.dtype(config.precision)
+    return jax.eval_shape(lambda: wavefunction.init(key=jax.random.key(0), dtype=dtype))
+
+
+def _abstract_walkers(molecule: Molecule, config: Config, count: int) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct((count, molecule.n_electrons, 3), jnp.dtype(config.precision))
+
+
+def _part_chunk(
+    name: str,
+    batch: int,
+    part: memory.Part,
+    config: Config,
+    *,
+    working_set: bool,
+    fixed_bytes: float = 0.0,
+) -> int | None:
+    """The smaller of the walker chunks of `part` that fit the working set (when `working_set`:
+    `config.working_set_mib`, by default `memory.default_working_set_mib` of the platform) and
+    the memory budget (`config.memory_budget_mib`, with `fixed_bytes` it cannot reduce); None:
+    the whole batch at once."""
+    mib = config.working_set_mib or memory.default_working_set_mib(jax.default_backend())
+    if not working_set:
+        mib = None
+    if mib is None and config.memory_budget_mib is None:
+        return None
+    per_walker = memory.bytes_per_walker(part)
+    chunks = []
+    if mib is not None:
+        chunks.append(memory.working_set_chunk(batch, per_walker, mib))
+    if config.memory_budget_mib is not None:
+        chunks.append(
+            memory.walker_chunk(
+                name,
+                batch,
+                part,
+                config.memory_budget_mib,
+                fixed_bytes=fixed_bytes,
+                per_walker_bytes=per_walker,
+            )
+        )
+    return min((c for c in chunks if c is not None), default=None)
+
+
+def local_energy_chunk(
+    wavefunction: Wavefunction, molecule: Molecule, config: Config, batch: int
+) -> int | None:
+    """Walkers per local-energy chunk for `batch` walkers on one device: an explicit
+    `laplacian.walker_batch_size`, else from the working set and the memory budget
+    (`_part_chunk`); None: the whole batch at once.
+
+    Raises:
+        InputError: when the budget cannot hold one walker.
+    """
+    if config.laplacian.walker_batch_size is not None:
+        return config.laplacian.walker_batch_size
+    params = _abstract_params(wavefunction, config)
+
+    def energy_part(chunk: int, count: int) -> tuple[Callable[..., Any], tuple]:
+        energy = make_local_energy_fn(wavefunction, molecule, config, chunk)
+        return energy, (params, _abstract_walkers(molecule, config, count))
+
+    return _part_chunk("local energy", batch, energy_part, config, working_set=True)
+
+
 def walker_chunks(
     wavefunction: Wavefunction, molecule: Molecule, config: Config, optimiser: optim.Optimiser
 ) -> WalkerChunks:
-    """Chunks from `config.memory_budget_mib` (see `vmcjet.memory`); an explicit
-    `laplacian.walker_batch_size` wins for the local energy. Without a budget: no gradient chunks.
-    The budget and the chunks are per device: with walkers sharded over G devices, each device
-    holds B / G walkers and takes its chunks from them (`grouped_by_device`).
+    """Walkers per chunk of the local energy (`local_energy_chunk`) and of the gradients: from
+    the working set for the optimisers that need no per-walker gradients O (Adam, KFAC: chunks
+    keep their cost per walker flat in the batch), and from the memory budget for all (SPRING's
+    O is B x P whatever the chunks, and chunking it was slower at every size measured;
+    docs/benchmarks.md "Cache-sized walker chunks"). The budget and the chunks are per device:
+    with walkers sharded over G devices, each device holds B / G walkers and takes its chunks
+    from them (`grouped_by_device`).
 
     Raises:
         InputError: when the budget cannot hold one walker of a part.
     """
-    explicit = config.laplacian.walker_batch_size
-    budget = config.memory_budget_mib
     groups = walker_groups(config)
-    if budget is None:
-        return WalkerChunks(explicit, None, groups)
+    batch = config.batch_size // groups
+    local_energy = local_energy_chunk(wavefunction, molecule, config, batch)
     dtype = jnp.dtype(config.precision)
-    params = jax.eval_shape(lambda: wavefunction.init(key=jax.random.key(0), dtype=dtype))
-    batch, n = config.batch_size // groups, molecule.n_electrons
-
-    def walkers(count: int) -> jax.ShapeDtypeStruct:
-        return jax.ShapeDtypeStruct((count, n, 3), dtype)
-
-    local_energy = explicit
-    if local_energy is None:
-
-        def energy_part(chunk: int, count: int) -> tuple[Callable[..., Any], tuple]:
-            energy = make_local_energy_fn(wavefunction, molecule, config, chunk)
-            return energy, (params, walkers(count))
-
-        local_energy = memory.walker_chunk("local energy", batch, energy_part, budget)
+    params = _abstract_params(wavefunction, config)
 
     def gradients_part(chunk: int, count: int) -> tuple[Callable[..., Any], tuple]:
         vector = jax.ShapeDtypeStruct((count,), dtype)
         finite = jax.ShapeDtypeStruct((count,), jnp.bool_)
         gradient_batch = make_gradient_batch(wavefunction, optimiser.needs, chunk)
-        return gradient_batch, (params, walkers(count), vector, finite)
+        return gradient_batch, (params, _abstract_walkers(molecule, config, count), vector, finite)
 
+    per_walker_grads = optim.PER_WALKER_GRADS in optimiser.needs
     fixed = 0  # SPRING: O (this device's rows) and its update's float64 kernel (B x B) and block
-    if optim.PER_WALKER_GRADS in optimiser.needs:
+    if per_walker_grads:
         size = sum(leaf.size for leaf in jax.tree_util.tree_leaves(params))
         fixed = batch * size * dtype.itemsize + 8 * (config.batch_size**2 + BLOCK_ELEMENTS)
-    gradients = memory.walker_chunk("gradients", batch, gradients_part, budget, fixed_bytes=fixed)
+    gradients = _part_chunk(
+        "gradients",
+        batch,
+        gradients_part,
+        config,
+        working_set=not per_walker_grads,
+        fixed_bytes=fixed,
+    )
     return WalkerChunks(local_energy, gradients, groups)
 
 
@@ -340,12 +405,6 @@ def grouped_by_device(
     gradient non-finite, so the step is skipped (as for a batch without one).
     """
 
-    def energy(params: Params, walkers: jax.Array) -> jax.Array:
-        per_group = jax.vmap(local_energy, in_axes=(None, 0))(
-            params, _split_groups(walkers, groups)
-        )
-        return _join_groups(per_group)
-
     def batch(params, walkers, residuals, finite) -> optim.GradientBatch:
         split = _split_groups((walkers, residuals, finite), groups)
         out = jax.vmap(gradient_batch, in_axes=(None, 0, 0, 0))(params, *split)
@@ -356,7 +415,21 @@ def grouped_by_device(
             layers=_join_groups(out.layers),
         )
 
-    return energy, batch
+    return local_energy_by_device(local_energy, groups), batch
+
+
+def local_energy_by_device(
+    local_energy: Callable[..., jax.Array], groups: int
+) -> Callable[..., jax.Array]:
+    """`local_energy` applied to each device's walkers apart (see `grouped_by_device`)."""
+
+    def energy(params: Params, walkers: jax.Array) -> jax.Array:
+        per_group = jax.vmap(local_energy, in_axes=(None, 0))(
+            params, _split_groups(walkers, groups)
+        )
+        return _join_groups(per_group)
+
+    return energy
 
 
 class StepParts(NamedTuple):
@@ -408,10 +481,14 @@ def make_gradient_batch(
         fields = {}
         if optim.PER_WALKER_GRADS in needs:
             fields["per_walker_grads"] = per_walker(params, safe, finite)
-        if optim.GRADIENT in needs:
-            fields["gradient"] = gradient(params, safe, residuals)
         if optim.LAYERS in needs:
             fields["layers"] = records(params, safe, finite)
+        if optim.GRADIENT in needs:
+            fields["gradient"] = (
+                optim.records_gradient(fields["layers"], residuals, params)
+                if optim.LAYERS in needs
+                else gradient(params, safe, residuals)
+            )
         return optim.GradientBatch(residuals, **fields)
 
     return batch

@@ -17,6 +17,7 @@ from vmcjet.optim.gradient import (
     clip_local_energies,
     energy_gradient,
     energy_gradient_residuals,
+    records_gradient,
     standard_promotion,
 )
 from vmcjet.optim.kfac import KfacState, kfac
@@ -71,6 +72,7 @@ __all__ = [
     "clip_local_energies",
     "energy_gradient",
     "energy_gradient_residuals",
+    "records_gradient",
     "kfac",
     "make_optimiser",
     "spring",

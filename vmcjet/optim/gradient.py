@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vmcjet.networks.layers import named_leaves
+
 Array = jax.Array
 PyTree = Any
 
@@ -53,6 +55,46 @@ class LayerRecords(NamedTuple):
     inputs: dict[str, Array]
     output_grads: dict[str, Array]
     other_grads: dict[str, Array]
+
+
+def split_layer_matrix(layer: str, matrix: Array, named: dict[str, Array]) -> dict[str, Array]:
+    """{"<layer>.w": ..., "<layer>.b": ...} from a [w; b] matrix (n_in (+1), n_out), as the
+    named leaves `named` (path -> leaf) have them."""
+    rows = named[f"{layer}.w"].shape[0]
+    pieces = {f"{layer}.w": matrix[:rows]}
+    if f"{layer}.b" in named:
+        pieces[f"{layer}.b"] = matrix[rows]
+    return pieces
+
+
+def records_gradient(records: LayerRecords, residuals: Array, params: PyTree) -> PyTree:
+    """The energy gradient 2 mean_b r_b O_b from layer records (no second backward pass).
+
+    A dense layer's d log|psi_b| / d [w; b] is sum_rows a g^T (`LayerRecords`), so its energy
+    gradient is (2 / B) sum_{b, rows} r_b a g^T, one matrix product per layer; every other leaf's
+    is (2 / B) sum_b r_b O_b of its recorded per-walker gradients.
+
+    Args:
+        records: `LayerRecords` of B walkers (walkers left out recorded as zero).
+        residuals: r_b, shape (B,), hartree.
+        params: the parameters (their paths and structure; values unused).
+
+    Returns:
+        The energy gradient, a pytree like `params`.
+    """
+    named = named_leaves(params)
+    weights = 2.0 * residuals / residuals.shape[0]
+    pieces = {}
+    for layer, inputs in records.inputs.items():
+        weighted = inputs * weights[:, None, None].astype(inputs.dtype)
+        matrix = jnp.einsum("bri,bro->io", weighted, records.output_grads[layer])
+        pieces.update(split_layer_matrix(layer, matrix, named))
+    for path, grads in records.other_grads.items():
+        pieces[path] = jnp.tensordot(weights.astype(grads.dtype), grads, axes=1)
+    treedef = jax.tree_util.tree_structure(params)
+    return jax.tree_util.tree_unflatten(
+        treedef, [pieces[path].astype(leaf.dtype) for path, leaf in named.items()]
+    )
 
 
 class GradientBatch(NamedTuple):

@@ -60,9 +60,10 @@ lr^2 phi^T F phi with phi = F^-1 grad): here the bound applies to the initial ra
 
 with lr_t = lr_0 / (1 + decay t), grad^T phi the damped quadratic form summed over all blocks,
 so the step's Fisher norm squared is at most max_norm (lr_t / lr_0)^2 and keeps shrinking with the
-schedule once the bound is active. The gradient is the energy gradient 2 mean_b r_b O_b from one
-backward pass (`GradientBatch.gradient`); the update needs no B x P array, so its cost and memory
-are linear in B.
+schedule once the bound is active. The gradient is the energy gradient 2 mean_b r_b O_b
+(`GradientBatch.gradient`, which the train step forms from the same records: one backward pass
+per walker in all, `vmcjet.optim.gradient.records_gradient`); the update needs no B x P array,
+so its cost and memory are linear in B.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ from vmcjet.optim.gradient import (
     Optimiser,
     PyTree,
     decaying_learning_rate,
+    split_layer_matrix,
 )
 
 Array = jax.Array
@@ -164,15 +166,6 @@ def _layer_matrix(named: dict[str, Array], layer: str) -> Array:
     w = named[f"{layer}.w"]
     bias = named.get(f"{layer}.b")
     return w if bias is None else jnp.concatenate([w, bias[None]], axis=0)
-
-
-def _split_layer(layer: str, matrix: Array, named: dict[str, Array]) -> dict[str, Array]:
-    """{"<layer>.w": ..., "<layer>.b": ...} from a [w; b] matrix, as the named leaves have them."""
-    rows = named[f"{layer}.w"].shape[0]
-    pieces = {f"{layer}.w": matrix[:rows]}
-    if f"{layer}.b" in named:
-        pieces[f"{layer}.b"] = matrix[rows]
-    return pieces
 
 
 def kfac(
@@ -281,7 +274,7 @@ def kfac(
         for layer in state.a_factors:
             matrix = _layer_matrix(grads, layer)
             phi = precondition(matrix, a_eigen[layer], g_eigen[layer], damping)
-            directions.update(_split_layer(layer, phi, grads))
+            directions.update(split_layer_matrix(layer, phi, grads))
         for p, f in diagonal.items():
             directions[p] = grads[p] / (f + damping)
         quadratic = sum(jnp.vdot(grads[p], phi) for p, phi in directions.items())
