@@ -146,8 +146,8 @@ def make_observables_fn(
     session: Session, names: tuple[str, ...]
 ) -> Callable[[Any, jax.Array], dict[str, jax.Array]]:
     """`(params, walkers (B, n, 3)) -> {name: per-walker values (B,) or (B, 3)}` for `names`,
-    in walker chunks of `laplacian.walker_batch_size` (as the local energy: <S^2> evaluates psi
-    n_alpha n_beta times per walker) and at the config's `matmul_precision`."""
+    in walker chunks of `laplacian.walker_batch_size` when set (<S^2> evaluates psi n_alpha n_beta
+    times per walker) and at the config's `matmul_precision`."""
     molecule, apply, config = session.molecule, session.wavefunction.apply, session.config
     estimators: dict[str, Callable[[Any, jax.Array], jax.Array]] = {}
     if "s2" in names:
