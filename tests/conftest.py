@@ -5,6 +5,7 @@ Tests that call the `vmcjet` command in this process keep glibc's allocator defa
 (VMCJET_SYSTEM_MALLOC), so the order of the tests does not change the process's malloc."""
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,9 +19,15 @@ import pytest  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
-jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="vmcjet-jax-cache-"))
+_CACHE_DIR = tempfile.mkdtemp(prefix="vmcjet-jax-cache-")
+jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The session's compilation cache is removed with it (tens of MiB per session)."""
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

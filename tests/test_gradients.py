@@ -14,7 +14,7 @@ from vmcjet.config import Config, FermiNetConfig, NetworkConfig, OptimConfig
 from vmcjet.errors import InputError
 from vmcjet.molecule import load_molecule
 from vmcjet.networks import make_wavefunction
-from vmcjet.optim.spring import BLOCK_ELEMENTS
+from vmcjet.optim.spring import update_temporary_bytes
 from vmcjet.train import (
     energy_gradient_fn,
     local_energy_chunk,
@@ -126,8 +126,8 @@ def test_a_budget_too_small_for_the_batch_chooses_chunks_that_fit(lih, optimizer
     assert unchunked == (None, None, 1)
     assert min(temporaries(unchunked)) > 0.25
     size = sum(leaf.size for leaf in jax.tree.leaves(params))
-    # SPRING: O (B x P), the B x B kernel and one block of the update are fixed memory.
-    fixed = 64 * size * 8 + 8 * (64**2 + BLOCK_ELEMENTS) if optimizer == "spring" else 0
+    # SPRING: O (B x P) and the update's temporaries are fixed memory.
+    fixed = 64 * size * 8 + update_temporary_bytes(64) if optimizer == "spring" else 0
     o_mib = fixed / memory.MIB
     chunks = walker_chunks(wavefunction, molecule, budget_config(0.25 + o_mib, optimizer), opt)
     assert chunks.gradients is not None and 1 <= chunks.gradients < 64

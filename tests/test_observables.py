@@ -1,4 +1,5 @@
-"""Observables on exact wavefunctions: <S^2> from spin exchanges, the dipole moment."""
+"""Observables on exact or small wavefunctions: <S^2> from spin exchanges, the dipole moment,
+the density and the forces on the nuclei."""
 
 import jax
 import jax.numpy as jnp
@@ -7,14 +8,18 @@ import pytest
 
 from vmcjet import cli
 from vmcjet.errors import InputError
+from vmcjet.hamiltonian import make_local_energy
 from vmcjet.molecule import load_molecule
 from vmcjet.observables import (
     DensityGrid,
     density_counts_fn,
     density_grid,
     dipole_fn,
+    force_terms_fn,
+    nuclear_repulsion_forces,
     parse_observables,
     spin_squared_fn,
+    zv_zb_forces,
 )
 
 
@@ -177,3 +182,92 @@ def test_hydrogen_density_is_exp_minus_2r_over_pi():
     shell = (r > 0.8) & (r < 1.5)
     assert np.mean(density[shell] / (np.exp(-2 * r[shell]) / np.pi)) == pytest.approx(1, abs=0.03)
     assert density.sum() * grid.voxel_volume == pytest.approx(float(np.mean(inside)))
+
+
+def lcao_log_psi(exponent):
+    """log|psi| of one electron, psi = sum_I exp(-exponent |r - R_I|), as
+    (params, electrons (1, 3), nuclei (N, 3)) -> scalar."""
+
+    def log_psi(params, electrons, nuclei):
+        del params
+        distances = jnp.linalg.norm(electrons[0][None] - nuclei, axis=-1)
+        return jax.scipy.special.logsumexp(-exponent * distances)
+
+    return log_psi
+
+
+def test_the_hydrogen_like_ions_zero_variance_force_vanishes_for_every_sample():
+    """psi = exp(-Z |r - R|) is exact for one electron and a nucleus of charge Z: every
+    sample's zero-variance force is 0 (E_L is constant, so the Pulay term is too), while the bare
+    Hellmann-Feynman estimator scatters."""
+    nucleus, charge = np.array([[0.3, -0.2, 0.1]]), np.array([2.0])
+    terms = jax.vmap(force_terms_fn(lcao_log_psi(2.0), nucleus, charge), in_axes=(None, 0))(
+        None, walkers(64, 1, seed=2)
+    )
+    np.testing.assert_allclose(terms.zero_variance, 0.0, atol=1e-12)
+    assert np.std(np.asarray(terms.bare)) > 0.1
+    energies = jnp.full((64,), -2.0)
+    np.testing.assert_allclose(zv_zb_forces(terms, energies, jnp.ones(64)), 0.0, atol=1e-12)
+
+
+def test_nuclear_repulsion_forces_push_the_nuclei_apart():
+    forces = nuclear_repulsion_forces([[0, 0, 0], [0, 0, 2.0]], [1.0, 3.0])
+    np.testing.assert_allclose(forces, [[0, 0, -0.75], [0, 0, 0.75]])
+
+
+def sampled_h2_ion(log_psi, nuclei, *, walkers_count=2048, steps=400, every=4, burn_in=100):
+    """Metropolis samples of |psi|^2 for one electron: (walkers, samples, 1, 3) bohr."""
+
+    def move(state, key):
+        x, log_p = state
+        step_key, accept_key = jax.random.split(key)
+        proposal = x + 0.6 * jax.random.normal(step_key, x.shape)
+        log_q = jax.vmap(lambda e: log_psi(None, e, nuclei))(proposal)
+        accept = jnp.log(jax.random.uniform(accept_key, log_p.shape)) < 2 * (log_q - log_p)
+        x = jnp.where(accept[:, None, None], proposal, x)
+        return (x, jnp.where(accept, log_q, log_p)), x
+
+    start = jax.random.normal(jax.random.key(7), (walkers_count, 1, 3))
+    log_p = jax.vmap(lambda e: log_psi(None, e, nuclei))(start)
+    keys = jax.random.split(jax.random.key(8), steps)
+    _, path = jax.lax.scan(move, (start, log_p), keys)
+    return jnp.swapaxes(path[burn_in::every], 0, 1)
+
+
+def test_zv_zb_force_is_minus_the_energy_derivative_for_an_inexact_psi():
+    """H2+ (R = 2 bohr) with an LCAO psi whose exponent (1.5) is far from the best one: the mean
+    ZV-ZB force on nucleus 2 equals minus the derivative of the energy at fixed psi parameters,
+    taken by correlated sampling of the same samples at R2 +- h, within 4 standard errors; the
+    zero-variance estimator without its Pulay term misses it by more (so the test can fail); the
+    two nuclei's forces add up to zero."""
+    log_psi = lcao_log_psi(1.5)
+    nuclei = np.array([[0.0, 0.0, -1.0], [0.0, 0.0, 1.0]])
+    charges = np.array([1.0, 1.0])
+    samples = sampled_h2_ion(log_psi, jnp.asarray(nuclei))  # (W, S, 1, 3)
+    flat = samples.reshape(-1, 1, 3)
+
+    def energies_at(at):
+        local = make_local_energy(lambda p, e: log_psi(p, e, at), at, charges, method="hessian")
+        return local(None, flat)
+
+    terms = jax.vmap(force_terms_fn(log_psi, nuclei, charges), in_axes=(None, 0))(None, flat)
+    energies = energies_at(jnp.asarray(nuclei))
+    per_sample = zv_zb_forces(terms, energies, jnp.ones(flat.shape[0]))
+    walker_means = np.asarray(per_sample).reshape(samples.shape[0], -1, 2, 3).mean(axis=1)
+    force = walker_means.mean(axis=0)
+    error = walker_means.std(axis=0) / np.sqrt(samples.shape[0])
+
+    h = 1e-3
+    base = jax.vmap(lambda e: log_psi(None, e, jnp.asarray(nuclei)))(flat)
+
+    def reweighted_energy(dz):
+        at = jnp.asarray(nuclei).at[1, 2].add(dz)
+        weights = jnp.exp(2 * (jax.vmap(lambda e: log_psi(None, e, at))(flat) - base))
+        return float(jnp.sum(weights * energies_at(at)) / jnp.sum(weights))
+
+    derivative = -(reweighted_energy(h) - reweighted_energy(-h)) / (2 * h)
+    zv_only = np.asarray(terms.zero_variance)[:, 1, 2].mean()
+    print(f"ZV-ZB {force[1, 2]:.5f}({error[1, 2]:.5f}) ZV {zv_only:.5f} -dE/dR {derivative:.5f}")
+    assert abs(force[1, 2] - derivative) < 4 * error[1, 2]
+    assert abs(zv_only - derivative) > 4 * error[1, 2]
+    assert np.all(np.abs(force.sum(axis=0)) < 4 * np.sqrt((error**2).sum(axis=0)))

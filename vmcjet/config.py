@@ -138,7 +138,7 @@ class Config:
     working_set_mib: float | None = None
     log_every: int = 100  # plain log line every N steps when not on a terminal
     # Observables `vmcjet eval` estimates besides the energy, comma-separated: "s2", "dipole",
-    # "density" (vmcjet/observables.py; `vmcjet eval --observables` overrides). "": energy only.
+    # "density", "forces" (vmcjet/observables.py; `vmcjet eval --observables` overrides).
     observables: str = ""
     system: SystemConfig = field(default_factory=SystemConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)

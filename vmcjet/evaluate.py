@@ -101,6 +101,20 @@ def mobility(sums: np.ndarray, moves: int, walker_steps: int) -> dict[str, dict[
     return result
 
 
+def _force_lines(forces: dict[str, Any]) -> list[str]:
+    """One line per nucleus and estimator of eval.json's "forces" (hartree/bohr)."""
+    lines = []
+    for name, label in (("zv_zb", "ZV-ZB"), ("hellmann_feynman", "bare HF")):
+        entry = forces[name]
+        for atom, (force, error) in enumerate(zip(entry["forces"], entry["errors"], strict=True)):
+            components = ", ".join(
+                statistics.format_value_error(f, e) for f, e in zip(force, error, strict=True)
+            )
+            lines.append(f"force {atom:<5} {label:<7} ({components}) Ha/bohr")
+    lines.append(f"            bare HF: {forces['hellmann_feynman']['note']}")
+    return lines
+
+
 def format_summary(record: dict[str, Any]) -> str:
     lines = [
         f"energy      {record['formatted']} Ha  ({record['samples']} steps, reblocked)",
@@ -128,6 +142,8 @@ def format_summary(record: dict[str, Any]) -> str:
             f"density     {density['file']}: {density['grid_points']}^3 voxels, integral over the "
             f"box {density['integral_formatted']} of {density['electrons']} electrons"
         )
+    if "forces" in record:
+        lines.extend(_force_lines(record["forces"]))
     if "dipole" in record:
         dipole = record["dipole"]
         components = ", ".join(
@@ -166,6 +182,34 @@ def make_observables_fn(
     return with_matmul_precision(values, config.matmul_precision)
 
 
+def make_force_terms_fn(session: Session) -> Callable[[Any, jax.Array], observables.ForceTerms]:
+    """`(params, walkers (B, n, 3)) -> ForceTerms` with leaves (B, N, 3) of the session's
+    wavefunction (log|psi| differentiated with respect to the nuclei it is given, at fixed
+    parameters), in chunks of `laplacian.walker_batch_size` when set and at the config's
+    `matmul_precision`."""
+    apply, molecule, config = session.wavefunction.apply, session.molecule, session.config
+    terms = observables.force_terms_fn(
+        lambda params, electrons, nuclei: apply(params, electrons, nuclei=nuclei)[1],
+        molecule.coords,
+        molecule.charges,
+    )
+
+    def batch(params: Any, walkers: jax.Array) -> observables.ForceTerms:
+        chunk = config.laplacian.walker_batch_size
+        return over_walkers(functools.partial(terms, params), walkers, chunk)
+
+    return with_matmul_precision(batch, config.matmul_precision)
+
+
+def step_forces(terms: observables.ForceTerms, energies: jax.Array, finite: jax.Array) -> jax.Array:
+    """(2, N, 3) hartree/bohr: this step's mean bare Hellmann-Feynman and ZV-ZB forces over the
+    walkers whose local energy and force terms are finite (none: NaN)."""
+    flat = jnp.concatenate([t.reshape(t.shape[0], -1) for t in terms], axis=1)
+    ok = finite & jnp.all(jnp.isfinite(flat), axis=1)
+    zv_zb = observables.zv_zb_forces(terms, energies, ok.astype(energies.dtype))
+    return jnp.stack([_finite_mean(terms.bare, ok), _finite_mean(zv_zb, ok)])
+
+
 def make_eval_step(
     session: Session,
     names: tuple[str, ...] = (),
@@ -182,6 +226,7 @@ def make_eval_step(
     )
     nuclei = session.molecule.coords
     observables_of = make_observables_fn(session, names)
+    force_terms = make_force_terms_fn(session) if "forces" in names else None
     density_counts = (
         None if grid is None else observables.density_counts_fn(grid, session.molecule.n_alpha)
     )
@@ -200,6 +245,8 @@ def make_eval_step(
             name: _finite_mean(v, finite)
             for name, v in observables_of(params, sampler.walkers).items()
         }
+        if force_terms is not None:
+            means["forces"] = step_forces(force_terms(params, sampler.walkers), energies, finite)
         if density_counts is not None:
             counts, inside = density_counts(sampler.walkers, finite.astype(energies.dtype))
             means["density"] = (_finite_mean(inside, finite), counts, jnp.sum(finite))
@@ -286,6 +333,29 @@ def observable_records(series: dict[str, list]) -> dict[str, dict[str, Any]]:
             "magnitude_debye": size * DEBYE_PER_AU,
             "magnitude_error_debye": size_error * DEBYE_PER_AU,
             "origin": "centre of nuclear charge",
+        }
+    if "forces" in series:
+        records["forces"] = force_records(np.asarray(series["forces"], dtype=np.float64))
+    return records
+
+
+def force_records(steps: np.ndarray) -> dict[str, Any]:
+    """eval.json's "forces" from the per-step means (steps, 2, N, 3) of `step_forces`: per
+    estimator, forces and reblocked error bars (N, 3) hartree/bohr."""
+    records: dict[str, Any] = {"units": "hartree/bohr", "atoms": steps.shape[2]}
+    notes = {
+        "hellmann_feynman": "bare estimator: infinite variance, its error bar is only indicative",
+        "zv_zb": "zero-variance zero-bias estimator: -dE/dR also for an inexact psi",
+    }
+    for index, name in enumerate(("hellmann_feynman", "zv_zb")):
+        parts = [
+            [statistics.estimate(steps[:, index, atom, k]) for k in range(3)]
+            for atom in range(steps.shape[2])
+        ]
+        records[name] = {
+            "forces": [[p.mean for p in atom] for atom in parts],
+            "errors": [[p.error for p in atom] for atom in parts],
+            "note": notes[name],
         }
     return records
 

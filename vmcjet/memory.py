@@ -111,8 +111,8 @@ def walker_chunk(
         return None
     chunk = min(batch, math.floor((budget - fixed_bytes) / max(per_walker, 1.0)))
     while chunk >= 1:
-        used = fixed_bytes + used_bytes(chunk, batch)
-        if used <= budget:
+        used = used_bytes(chunk, batch)
+        if fixed_bytes + used <= budget:
             return chunk
         chunk = min(chunk - 1, math.floor(chunk * (budget - fixed_bytes) / used))
     need = (fixed_bytes + per_walker) / MIB

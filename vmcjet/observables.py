@@ -1,4 +1,5 @@
-"""Observables beyond the energy, estimated at evaluation: <S^2> and the dipole moment.
+"""Observables beyond the energy, estimated at evaluation: <S^2>, the dipole moment, the
+one-electron density and the forces on the nuclei.
 
 Each estimator maps one walker's electrons (n, 3) bohr, alpha electrons first, to a per-walker
 value whose average over |psi|^2 is the expectation value; `vmcjet eval --observables s2,dipole`
@@ -26,6 +27,10 @@ Dipole moment (atomic units, e bohr; DEBYE_PER_AU converts): relative to the cen
 charge C = sum_I Z_I R_I / sum_I Z_I, mu = sum_I Z_I (R_I - C) - sum_i (r_i - C), where the
 nuclear sum vanishes by the choice of C, so mu = -sum_i (r_i - C) per walker. For a neutral
 molecule mu does not depend on the origin.
+
+Forces on the nuclei (hartree/bohr): the bare Hellmann-Feynman estimator, and the zero-variance
+(Assaraf-Caffarel) estimator with the zero-bias (Pulay) term, which equals -dE/dR_I at fixed
+parameters also for an inexact psi (`force_terms_fn`, `zv_zb_forces`; docs/observables.md).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import numpy as np
 
 from vmcjet.errors import InputError
 
-OBSERVABLES = ("s2", "dipole", "density")
+OBSERVABLES = ("s2", "dipole", "density", "forces")
 
 SignedLogPsi = Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]
 
@@ -149,3 +154,88 @@ def density_counts_fn(
         return total.reshape(2, size**3), jnp.sum(inside, axis=1).astype(walkers.dtype)
 
     return counts
+
+
+LogPsiAtNuclei = Callable[[Any, jax.Array, jax.Array], jax.Array]
+
+
+class ForceTerms(NamedTuple):
+    """Per-walker ingredients of the force estimators, each (n_atoms, 3) hartree/bohr except
+    `d_log_psi` (1/bohr); see `force_terms_fn` and `zv_zb_forces`.
+
+    Attributes:
+        bare: the Hellmann-Feynman estimator (electron-nucleus attraction plus the nuclear
+            repulsion); infinite variance.
+        zero_variance: the same expectation with the singular part removed (Assaraf-Caffarel).
+        d_log_psi: d log|psi| / d R_I at fixed parameters (the Pulay term's ingredient).
+    """
+
+    bare: jax.Array
+    zero_variance: jax.Array
+    d_log_psi: jax.Array
+
+
+def nuclear_repulsion_forces(coords: Any, charges: Any) -> np.ndarray:
+    """-dV_NN/dR_I = sum_{J != I} Z_I Z_J (R_I - R_J) / |R_I - R_J|^3, (N, 3) hartree/bohr."""
+    coords, charges = np.asarray(coords, float), np.asarray(charges, float)
+    diff = coords[:, None, :] - coords[None, :, :]
+    distance = np.linalg.norm(diff, axis=-1)
+    np.fill_diagonal(distance, np.inf)
+    pair = (charges[:, None] * charges[None, :] / distance**3)[..., None] * diff
+    return pair.sum(axis=1)
+
+
+def force_terms_fn(
+    log_psi_at: LogPsiAtNuclei, coords: Any, charges: Any
+) -> Callable[[Any, jax.Array], ForceTerms]:
+    """`(params, electrons (n, 3) bohr) -> ForceTerms` for the nuclei `coords` (N, 3) bohr with
+    `charges` (N,); `log_psi_at(params, electrons, nuclei)` is log|psi| with the nuclei moved to
+    `nuclei` (N, 3) at fixed parameters. One backward pass per walker gives both
+    g_i = d log|psi| / d r_i and d log|psi| / d R_I. With x = r_i - R_I:
+
+        bare_I = Z_I sum_i x / |x|^3 + F_NN,I
+        zero_variance_I = Z_I sum_i [g_i / |x| - (x . g_i) x / |x|^3] + F_NN,I
+
+    (formulas and their derivation: docs/observables.md, "Forces")."""
+    nuclei = jnp.asarray(np.asarray(coords, float))
+    z = jnp.asarray(np.asarray(charges, float))
+    repulsion = jnp.asarray(nuclear_repulsion_forces(coords, charges))
+    gradients = jax.grad(log_psi_at, argnums=(1, 2))
+
+    def terms(params: Any, electrons: jax.Array) -> ForceTerms:
+        dtype = electrons.dtype
+        at = nuclei.astype(dtype)
+        g, d_log_psi = gradients(params, electrons, at)
+        x = electrons[None, :, :] - at[:, None, :]  # (N, n, 3)
+        r = jnp.linalg.norm(x, axis=-1, keepdims=True)
+        charge = z.astype(dtype)[:, None]
+        bare = charge * jnp.sum(x / r**3, axis=1)
+        radial = jnp.sum(x * g[None], axis=-1, keepdims=True)
+        tangential = g[None] / r - radial * x / r**3
+        zero_variance = charge * jnp.sum(tangential, axis=1)
+        shift = repulsion.astype(dtype)
+        return ForceTerms(bare + shift, zero_variance + shift, d_log_psi)
+
+    return terms
+
+
+def zv_zb_forces(terms: ForceTerms, energies: jax.Array, weights: jax.Array) -> jax.Array:
+    """Per-walker values (B, N, 3) hartree/bohr whose `weights`-mean is the zero-variance,
+    zero-bias force estimate of the batch,
+
+        F_I = mean_b ZV_b - 2 B / (B - 1) mean_b (E_b - E) (d_b - d),
+
+    with E and d the weighted means of the local energies (B,) and of d log|psi| / d R_I (the
+    Pulay term, which makes F_I = -dE/dR_I also for an inexact psi; B / (B - 1) makes the
+    covariance unbiased). `weights` (B,) are 1 for the walkers that count and 0 for the rest."""
+    count = jnp.sum(weights)
+
+    def weighted_mean(values: jax.Array) -> jax.Array:
+        shaped = weights.reshape(weights.shape + (1,) * (values.ndim - 1))
+        return jnp.sum(jnp.where(shaped > 0, values, 0), axis=0) / jnp.maximum(count, 1.0)
+
+    safe_energies = jnp.where(weights > 0, energies, 0)
+    residual = (safe_energies - weighted_mean(safe_energies))[:, None, None]
+    centred = terms.d_log_psi - weighted_mean(terms.d_log_psi)[None]
+    pulay = -2.0 * count / jnp.maximum(count - 1.0, 1.0) * residual * centred
+    return terms.zero_variance + pulay

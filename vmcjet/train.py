@@ -28,7 +28,7 @@ from vmcjet.matmul_precision import with_matmul_precision
 from vmcjet.molecule import Molecule
 from vmcjet.networks import Wavefunction
 from vmcjet.networks.layers import Tape, dense_layer_names, named_leaves
-from vmcjet.optim.spring import BLOCK_ELEMENTS
+from vmcjet.optim.spring import update_temporary_bytes
 
 Params = Any
 
@@ -364,10 +364,10 @@ def walker_chunks(
         return gradient_batch, (params, _abstract_walkers(molecule, config, count), vector, finite)
 
     per_walker_grads = optim.PER_WALKER_GRADS in optimiser.needs
-    fixed = 0  # SPRING: O (this device's rows) and its update's float64 kernel (B x B) and block
+    fixed = 0  # SPRING: O (this device's rows) and its update's temporaries (B x B, all walkers)
     if per_walker_grads:
         size = sum(leaf.size for leaf in jax.tree_util.tree_leaves(params))
-        fixed = batch * size * dtype.itemsize + 8 * (config.batch_size**2 + BLOCK_ELEMENTS)
+        fixed = batch * size * dtype.itemsize + update_temporary_bytes(config.batch_size)
     gradients = _part_chunk(
         "gradients",
         batch,

@@ -166,3 +166,18 @@ def test_bad_options_raise_input_error(changes, message):
     mol = Molecule("H", ("H",), np.zeros((1, 3)), np.ones(1))
     with pytest.raises(InputError, match=message):
         make_wavefunction(NetworkConfig(**changes), mol)
+
+
+@pytest.mark.parametrize("kind", ["ferminet", "psiformer"])
+def test_moving_the_nuclei_with_the_electrons_leaves_psi_unchanged(kind):
+    """apply(..., nuclei=R) at the molecule's R is apply(...); translating electrons and nuclei
+    together leaves log|psi| unchanged, so sum_I d log|psi|/dR_I = -sum_i d log|psi|/dr_i (the
+    nuclear derivative the force estimators use); moving a nucleus alone changes psi."""
+    wf, params, molecule = build(kind, "LiH", jastrow=True)
+    electrons = walker(molecule)
+    nuclei = jnp.asarray(molecule.coords)
+    assert wf.apply(params, electrons, nuclei=nuclei) == wf.apply(params, electrons)
+    log_psi = lambda x, r: wf.apply(params, x, nuclei=r)[1]
+    g, d = jax.grad(log_psi, argnums=(0, 1))(electrons, nuclei)
+    np.testing.assert_allclose(d.sum(axis=0), -g.sum(axis=0), rtol=1e-9, atol=1e-11)
+    assert np.max(np.abs(np.asarray(d))) > 1e-3

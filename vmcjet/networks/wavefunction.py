@@ -40,8 +40,10 @@ class Wavefunction(NamedTuple):
     """Pure functions of a neural wavefunction.
 
     init(*, key, dtype=jnp.float32) -> params (a pytree of arrays).
-    apply(params, electrons (n, 3) bohr, tape=None) -> (sign, log|psi|) scalars; a `Tape`
-        records the dense layers (names: key paths in params, `dense_layer_names`).
+    apply(params, electrons (n, 3) bohr, tape=None, *, nuclei=None) -> (sign, log|psi|)
+        scalars; a `Tape` records the dense layers (names: key paths in params,
+        `dense_layer_names`); `nuclei` (n_atoms, 3) bohr replaces the molecule's nuclear
+        positions (for derivatives with respect to them, e.g. forces; None: the molecule's).
     orbitals(params, electrons (n, 3) bohr) -> (K, n, n) orbital matrices [k, i, j] = phi_kj(r_i).
     """
 
@@ -145,10 +147,17 @@ def _init_params(cfg: NetworkConfig, layout: _Layout, key: jax.Array, dtype) -> 
 
 
 def _orbital_blocks(
-    cfg: NetworkConfig, layout: _Layout, params: dict, electrons: jax.Array, tape: Tape | None
+    cfg: NetworkConfig,
+    layout: _Layout,
+    params: dict,
+    electrons: jax.Array,
+    tape: Tape | None,
+    nuclei: jax.Array | None = None,
 ):
-    """Per spin channel (K, n_s, n_orb) orbital values at electrons (n, 3), bohr."""
-    ae, r_ae = electron_nucleus(electrons, layout.coords.astype(electrons.dtype))
+    """Per spin channel (K, n_s, n_orb) orbital values at electrons (n, 3), bohr, for the
+    molecule's nuclei or `nuclei` (n_atoms, 3) bohr (the only place nuclear positions enter)."""
+    nuclei = layout.coords.astype(electrons.dtype) if nuclei is None else nuclei
+    ae, r_ae = electron_nucleus(electrons, nuclei)
     backbone = scope(tape, "backbone")
     if cfg.kind == "ferminet":
         h = apply_ferminet(
@@ -185,10 +194,10 @@ def make_wavefunction(network_config: NetworkConfig, molecule: Molecule) -> Wave
         return _init_params(cfg, layout, key, dtype)
 
     def apply(
-        params: dict, electrons: jax.Array, tape: Tape | None = None
+        params: dict, electrons: jax.Array, tape: Tape | None = None, *, nuclei=None
     ) -> tuple[jax.Array, jax.Array]:
         params = _cast(params, electrons.dtype)
-        blocks = _orbital_blocks(cfg, layout, params, electrons, tape)
+        blocks = _orbital_blocks(cfg, layout, params, electrons, tape, nuclei)
         sign, log_abs = signed_log_sum(*log_determinants(blocks, cfg.full_determinant))
         if cfg.jastrow:
             jastrow = apply_jastrow(params["jastrow"], electrons, layout.n_alpha, layout.n_beta)

@@ -75,6 +75,13 @@ KERNEL_DTYPES = ("float64", "float32")
 BLOCK_ELEMENTS = 1 << 20
 
 
+def update_temporary_bytes(batch: int) -> int:
+    """An upper bound of the XLA temporaries of SPRING's update for `batch` walkers (bytes): three
+    float64 B x B matrices (the kernel, one block's product, the Cholesky factor) and two float64
+    blocks (tests/test_spring.py compiles it and checks this)."""
+    return 8 * (3 * batch**2 + 2 * BLOCK_ELEMENTS)
+
+
 class SpringState(NamedTuple):
     """State of SPRING.
 
