@@ -344,7 +344,7 @@ def force_records(steps: np.ndarray) -> dict[str, Any]:
     estimator, forces and reblocked error bars (N, 3) hartree/bohr."""
     records: dict[str, Any] = {"units": "hartree/bohr", "atoms": steps.shape[2]}
     notes = {
-        "hellmann_feynman": "bare estimator: infinite variance, its error bar is only indicative",
+        "hellmann_feynman": "infinite variance: its error bar is only indicative",
         "zv_zb": "zero-variance zero-bias estimator: -dE/dR also for an inexact psi",
     }
     for index, name in enumerate(("hellmann_feynman", "zv_zb")):
