@@ -23,7 +23,7 @@ import jax
 
 from vmcjet.bench import interleaved_medians, machine_info
 from vmcjet.config import Config
-from vmcjet.memory import MIB
+from vmcjet.memory import MIB, default_working_set_mib
 from vmcjet.session import initial_state, open_session, run_molecule
 from vmcjet.train import make_step_parts
 
@@ -141,6 +141,7 @@ def write_sweep(rows: Sequence[dict], out: Path, stem: str, config: Config, comm
         "molecule": config.system.molecule,
         "optimizer": config.optim.optimizer,
         "memory_budget_mib": config.memory_budget_mib,
+        "working_set_mib": config.working_set_mib or default_working_set_mib(jax.default_backend()),
         "precision": config.precision,
         "matmul_precision": config.matmul_precision,
         "machine": machine_info(),  # platform, versions, load, allocator and BLAS settings
