@@ -140,6 +140,9 @@ class Config:
     # Observables `vmcjet eval` estimates besides the energy, comma-separated: "s2", "dipole",
     # "density", "forces" (vmcjet/observables.py; `vmcjet eval --observables` overrides).
     observables: str = ""
+    # During training, every N steps the observables above except "density" are estimated on the
+    # step's walkers and appended to RUN/observables.jsonl (one batch, no error bar). 0: never.
+    observables_every: int = 0
     system: SystemConfig = field(default_factory=SystemConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     laplacian: LaplacianConfig = field(default_factory=LaplacianConfig)
@@ -351,6 +354,7 @@ _BOUNDS = (
     ("laplacian.walker_batch_size", 0, False),
     ("memory_budget_mib", 0.0, False),
     ("working_set_mib", 0.0, False),
+    ("observables_every", 0, True),
     ("max_minutes", 0.0, False),
 )
 PRECISIONS = ("float32", "float64")

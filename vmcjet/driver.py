@@ -178,6 +178,7 @@ def _loop(
     policy, total = session.config.checkpoint, session.config.steps
     schedule = _SaveSchedule(policy.every_steps, policy.every_minutes)
     writer = runfolder.StatsWriter(folder) if jax.process_index() == 0 else None
+    monitor = _monitor(session)  # every process computes it (walkers may be sharded)
     stats_path = folder / runfolder.STATS_FILE
     history = _finite_energies(stats_path) if writer else []
     skipped_in_row = 0
@@ -192,6 +193,10 @@ def _loop(
                 clock = now
                 if writer:
                     writer.write(row)
+                if monitor and (step + 1) % session.config.observables_every == 0:
+                    record = _listed(monitor(state.params, state.sampler.walkers))
+                    if writer:
+                        runfolder.append_monitor(folder, {"step": step, **record})
                 reporter.step(step, total, row["energy"], row["running_mean"])
                 skipped_in_row = skipped_in_row + 1 if row["skipped"] else 0
                 _check_skipped(skipped_in_row, policy.max_skipped_steps, step)
@@ -216,6 +221,22 @@ def _loop(
             writer.close()
 
 
+def _monitor(session: Session) -> Any:
+    """The training-time monitor of `config.observables_every` (None: no monitoring)."""
+    config = session.config
+    from vmcjet import evaluate, observables
+
+    names = observables.parse_observables(config.observables)
+    if config.observables_every == 0 or not set(names) & set(evaluate.MONITORED):
+        return None
+    return evaluate.make_monitor(session, names)
+
+
+def _listed(record: dict[str, Any]) -> dict[str, Any]:
+    """Arrays as (nested) lists of floats, for JSON."""
+    return {name: np.asarray(value, dtype=np.float64).tolist() for name, value in record.items()}
+
+
 def _set_up(
     session: Session, folder: Path, reporter: Reporter, argv: list[str] | None
 ) -> TrainState:
@@ -227,6 +248,7 @@ def _set_up(
         toml = config_lib.to_toml(session.config)
         runfolder.append_history(folder, {"event": "start", "argv": argv, "config_toml": toml})
         (folder / runfolder.STATS_FILE).unlink(missing_ok=True)  # rows of an unfinished set-up
+        (folder / runfolder.MONITOR_FILE).unlink(missing_ok=True)
     state = initial_state(session, log=reporter.log)
     _save(session, folder, state)
     return state
@@ -266,6 +288,7 @@ def _resume(
     reporter.log(f"resuming from {path.name} (step {step})")
     if jax.process_index() == 0:
         runfolder.truncate_stats(folder, step)
+        runfolder.truncate_monitor(folder, step)
         _record_resume(folder, stored, session.config, step, argv, reporter.log)
     return fresh_walkers(session, state, log=reporter.log) if reinit_walkers else state
 

@@ -210,6 +210,36 @@ def step_forces(terms: observables.ForceTerms, energies: jax.Array, finite: jax.
     return jnp.stack([_finite_mean(terms.bare, ok), _finite_mean(zv_zb, ok)])
 
 
+MONITORED = ("s2", "dipole", "forces")  # observables `observables_every` can monitor
+
+
+def make_monitor(
+    session: Session, names: tuple[str, ...]
+) -> Callable[[Any, jax.Array], dict[str, jax.Array]]:
+    """`(params, walkers (B, n, 3)) -> {name: batch mean}` of the `MONITORED` observables among
+    `names` on one batch (training-time monitoring): s2 (), dipole (3,) e bohr, forces (2, N, 3)
+    hartree/bohr (bare, ZV-ZB), each over the walkers whose local energy is finite; jitted.
+    A pure function of its arguments: it draws no random numbers and changes no state."""
+    names = tuple(name for name in names if name in MONITORED)
+    _, local_energy = make_sampler_and_local_energy(
+        session.wavefunction, session.molecule, session.config
+    )
+    observables_of = make_observables_fn(session, names)
+    force_terms = make_force_terms_fn(session) if "forces" in names else None
+
+    def monitor(params: Any, walkers: jax.Array) -> dict[str, jax.Array]:
+        energies = local_energy(params, walkers)
+        finite = jnp.isfinite(energies)
+        means = {
+            name: _finite_mean(v, finite) for name, v in observables_of(params, walkers).items()
+        }
+        if force_terms is not None:
+            means["forces"] = step_forces(force_terms(params, walkers), energies, finite)
+        return means
+
+    return jax.jit(monitor)
+
+
 def make_eval_step(
     session: Session,
     names: tuple[str, ...] = (),

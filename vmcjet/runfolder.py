@@ -47,6 +47,8 @@ STATS_COLUMNS = (
 CONFIG_FILE = "config.toml"
 METADATA_FILE = "metadata.json"
 STATS_FILE = "stats.csv"
+# Observables monitored during training (config `observables_every`): one JSON line per entry.
+MONITOR_FILE = "observables.jsonl"
 LOG_FILE = "run.log"
 CHECKPOINT_DIR = "checkpoints"
 HISTORY_FILE = "config_history.jsonl"
@@ -160,6 +162,29 @@ def truncate_stats(folder: Path, step: int) -> None:
         writer.writerows(kept)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def append_monitor(folder: Path, record: Mapping[str, Any]) -> None:
+    """Appends one JSON line (a step's monitored observables) to observables.jsonl."""
+    with open(folder / MONITOR_FILE, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(dict(record)) + "\n")
+
+
+def truncate_monitor(folder: Path, step: int) -> None:
+    """Keeps the observables.jsonl lines with step < `step` (as `truncate_stats`); a line cut
+    short by a crash is dropped."""
+    path = folder / MONITOR_FILE
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("step", step) < step:
+            kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))
 
 
 def read_stats_rows(path: Path) -> list[dict[str, str]]:

@@ -139,3 +139,22 @@ def test_python_callers_of_driver_run_get_the_commands_checks(tmp_path, changes,
     with pytest.raises(InputError, match=message):
         driver.run(config, load_molecule("H2"), out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_training_monitors_observables_and_a_resume_rewrites_them(tmp_path):
+    """observables_every = 2: after steps 1 and 3 (0-based) a line of s2, dipole and both force
+    estimators (density is eval-only); a resume from the step-4 checkpoint drops the lines of
+    later steps (one written before a crash, one cut short) and writes them again."""
+    folder = tmp_path / "run"
+    extra = ["--set", "observables=s2,dipole,forces,density", "--set", "observables_every=2"]
+    assert cli.main(tiny_run_args(folder, steps=4, extra=extra)) == 0
+    path = folder / "observables.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 3]
+    assert set(lines[0]) == {"step", "s2", "dipole", "forces"}
+    assert np.shape(lines[0]["dipole"]) == (3,) and np.shape(lines[0]["forces"]) == (2, 2, 3)
+    with open(path, "a") as handle:
+        handle.write('{"step": 5, "s2": 123.0}\n{"step": 7, "s2')
+    assert cli.main(["run", "--resume", str(folder), "--steps", "6"]) == 0
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 3, 5] and lines[2]["s2"] != 123.0
