@@ -147,7 +147,9 @@ def _analysis(args: argparse.Namespace, argv: Sequence[str]) -> int:
     elif args.command == "analyze":
         print(evaluate.format_summary(evaluate.analyze(args.run_folder, discard=args.discard)))
     elif args.command == "plot":
-        draw = evaluate.plot_density if args.density else evaluate.plot
+        from vmcjet import plots
+
+        draw = plots.plot_density if args.density else plots.plot
         print(f"wrote {draw(args.run_folder, args.output)}")
     elif args.bench == "step":
         from vmcjet import bench_step

@@ -1,4 +1,5 @@
-"""`vmcjet eval` (MCMC with frozen parameters), `vmcjet analyze` (stored statistics), `vmcjet plot`.
+"""`vmcjet eval` (MCMC with frozen parameters) and `vmcjet analyze` (stored statistics);
+`vmcjet plot` is in vmcjet.plots.
 
 Error bars come from reblocking (vmcjet.statistics) of the per-step mean local energies, so the
 autocorrelation between steps is accounted for.
@@ -210,6 +211,27 @@ def step_forces(terms: observables.ForceTerms, energies: jax.Array, finite: jax.
     return jnp.stack([_finite_mean(terms.bare, ok), _finite_mean(zv_zb, ok)])
 
 
+def make_batch_means(
+    session: Session, names: tuple[str, ...]
+) -> Callable[[Any, jax.Array, jax.Array], dict[str, jax.Array]]:
+    """`(params, walkers (B, n, 3), local energies (B,)) -> {name: mean over the walkers}` of
+    s2 (), dipole (3,) e bohr and forces (2, N, 3) hartree/bohr (bare, ZV-ZB) among `names`,
+    each over the walkers whose local energy and own value are finite (none: NaN)."""
+    observables_of = make_observables_fn(session, names)
+    force_terms = make_force_terms_fn(session) if "forces" in names else None
+
+    def means(params: Any, walkers: jax.Array, energies: jax.Array) -> dict[str, jax.Array]:
+        finite = jnp.isfinite(energies)
+        result = {
+            name: _finite_mean(v, finite) for name, v in observables_of(params, walkers).items()
+        }
+        if force_terms is not None:
+            result["forces"] = step_forces(force_terms(params, walkers), energies, finite)
+        return result
+
+    return means
+
+
 MONITORED = ("s2", "dipole", "forces")  # observables `observables_every` can monitor
 
 
@@ -217,25 +239,15 @@ def make_monitor(
     session: Session, names: tuple[str, ...]
 ) -> Callable[[Any, jax.Array], dict[str, jax.Array]]:
     """`(params, walkers (B, n, 3)) -> {name: batch mean}` of the `MONITORED` observables among
-    `names` on one batch (training-time monitoring): s2 (), dipole (3,) e bohr, forces (2, N, 3)
-    hartree/bohr (bare, ZV-ZB), each over the walkers whose local energy is finite; jitted.
-    A pure function of its arguments: it draws no random numbers and changes no state."""
-    names = tuple(name for name in names if name in MONITORED)
+    `names` on one batch (training-time monitoring; `make_batch_means`), jitted. A pure
+    function of its arguments: it draws no random numbers and changes no state."""
     _, local_energy = make_sampler_and_local_energy(
         session.wavefunction, session.molecule, session.config
     )
-    observables_of = make_observables_fn(session, names)
-    force_terms = make_force_terms_fn(session) if "forces" in names else None
+    batch_means = make_batch_means(session, tuple(n for n in names if n in MONITORED))
 
     def monitor(params: Any, walkers: jax.Array) -> dict[str, jax.Array]:
-        energies = local_energy(params, walkers)
-        finite = jnp.isfinite(energies)
-        means = {
-            name: _finite_mean(v, finite) for name, v in observables_of(params, walkers).items()
-        }
-        if force_terms is not None:
-            means["forces"] = step_forces(force_terms(params, walkers), energies, finite)
-        return means
+        return batch_means(params, walkers, local_energy(params, walkers))
 
     return jax.jit(monitor)
 
@@ -255,8 +267,7 @@ def make_eval_step(
         session.wavefunction, session.molecule, session.config
     )
     nuclei = session.molecule.coords
-    observables_of = make_observables_fn(session, names)
-    force_terms = make_force_terms_fn(session) if "forces" in names else None
+    batch_means = make_batch_means(session, names)
     density_counts = (
         None if grid is None else observables.density_counts_fn(grid, session.molecule.n_alpha)
     )
@@ -271,12 +282,7 @@ def make_eval_step(
         mean, variance = masked_moments(energies, finite)
         mean = jnp.where(jnp.any(finite), mean, jnp.nan)  # no finite walker: no energy
         sums = mobility_sums(before, sampler.walkers, nuclei, core)
-        means = {
-            name: _finite_mean(v, finite)
-            for name, v in observables_of(params, sampler.walkers).items()
-        }
-        if force_terms is not None:
-            means["forces"] = step_forces(force_terms(params, sampler.walkers), energies, finite)
+        means = batch_means(params, sampler.walkers, energies)
         if density_counts is not None:
             counts, inside = density_counts(sampler.walkers, finite.astype(energies.dtype))
             means["density"] = (_finite_mean(inside, finite), counts, jnp.sum(finite))
@@ -496,134 +502,3 @@ def analyze(folder: str | Path, *, discard: float = 0.5) -> dict[str, Any]:
         "skipped_steps": int(np.count_nonzero(~measured)),
     }
     return summary(energies, run_molecule(runfolder.read_config(folder)), extra)
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise InputError("plotting needs matplotlib; pip install 'vmcjet[plot]'") from None
-    return plt
-
-
-def _save(fig: Any, path: Path, plt: Any) -> None:
-    """Writes `fig` to `path` through a temporary file and a rename (a reader never sees half an
-    image), in the format `path`'s extension names."""
-    image_format = _image_format(path, plt)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120, bbox_inches="tight", format=image_format)
-    finally:
-        plt.close(fig)
-
-
-def plot(folder: str | Path, output: str | Path | None = None) -> Path:
-    """PNG of energy per step (with running mean and reference), variance (log) and acceptance."""
-    plt = _pyplot()
-    folder = runfolder.existing_run_folder(folder)
-    path = Path(output) if output else folder / "training.png"
-    _image_format(path, plt)
-    column = runfolder.stats_columns(folder)
-    measured = np.isfinite(column["energy"])  # skipped steps have no energy: gaps in the plot
-    if not measured.any():
-        raise InputError(f"'{folder}' has no step with an energy yet; run some steps first")
-    molecule = run_molecule(runfolder.read_config(folder))
-    fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
-    axes[0].plot(column["step"], column["energy"], lw=0.5, alpha=0.6, label="energy")
-    axes[0].plot(column["step"], column["running_mean"], lw=1.5, label="running mean")
-    if molecule.exact_energy is not None:
-        axes[0].axhline(molecule.exact_energy, color="k", ls="--", lw=1, label="exact")
-    energies = column["energy"][measured]
-    settled = energies[len(energies) // 10 :]  # the first 10% of steps would set the scale
-    low, high = np.percentile(settled, [1, 99])
-    if molecule.exact_energy is not None:
-        low = min(low, molecule.exact_energy)
-    pad = 0.5 * (high - low) + 1e-6
-    axes[0].set_ylim(low - pad, high + pad)
-    axes[0].set_ylabel("energy (Ha)")
-    axes[0].legend()
-    axes[1].semilogy(column["step"], column["variance"], lw=0.7)
-    axes[1].set_ylabel("variance (Ha²)")
-    axes[2].plot(column["step"], column["acceptance"], lw=0.7)
-    axes[2].set_ylabel("acceptance")
-    axes[2].set_xlabel("step")
-    fig.suptitle(f"{molecule.name}: {folder.name}")
-    _save(fig, path, plt)
-    return path
-
-
-def plot_density(folder: str | Path, output: str | Path | None = None) -> Path:
-    """PNG of RUN/density.h5: the total density (log scale) on the plane through the nuclei that
-    contains their longest extent (z for an atom), and alpha, beta and total along that axis
-    through the centre of the nuclei."""
-    import h5py
-
-    plt = _pyplot()
-    folder = runfolder.existing_run_folder(folder)
-    path = Path(output) if output else folder / "density.png"
-    _image_format(path, plt)
-    source = folder / DENSITY_FILE
-    if not source.exists():
-        raise InputError(
-            f"'{folder}' has no {DENSITY_FILE}; run `vmcjet eval {folder} --observables density`"
-        )
-    with h5py.File(source, "r") as handle:
-        alpha, beta = np.asarray(handle["alpha"]), np.asarray(handle["beta"])
-        edges = [np.asarray(handle[f"edges_{name}"]) for name in "xyz"]
-    molecule = run_molecule(runfolder.read_config(folder))
-    coords = np.asarray(molecule.coords)
-    extent = np.ptp(coords, axis=0)
-    axis = int(np.argmax(extent)) if extent.max() > 0 else 2  # the line's axis
-    # the plane's other axis: the remaining one along which the nuclei spread more (a planar
-    # molecule's plane; for an atom or a linear molecule any)
-    across = max((k for k in range(3) if k != axis), key=lambda k: extent[k])
-    normal = 3 - axis - across
-    centres = [0.5 * (e[1:] + e[:-1]) for e in edges]
-    middle = coords.mean(axis=0)
-    index = [int(np.argmin(np.abs(c - m))) for c, m in zip(centres, middle, strict=True)]
-    total = alpha + beta
-    plane = np.take(total, index[normal], axis=normal)  # axes (across, axis) in index order
-    if across > axis:
-        plane = plane.T
-    names = "xyz"
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
-    floor = max(total.max() * 1e-6, 1e-12)
-    image = left.pcolormesh(
-        edges[axis], edges[across], np.log10(np.maximum(plane, floor)), shading="flat"
-    )
-    left.scatter(coords[:, axis], coords[:, across], c="w", marker="x")
-    left.set_xlabel(f"{names[axis]} (bohr)")
-    left.set_ylabel(f"{names[across]} (bohr)")
-    left.set_aspect("equal")
-    fig.colorbar(image, ax=left, label="log10 density (electrons / bohr³)")
-    along = [index[0], index[1], index[2]]
-    for label, values in (("total", total), ("alpha", alpha), ("beta", beta)):
-        picked = [slice(None) if k == axis else along[k] for k in range(3)]
-        right.semilogy(centres[axis], np.maximum(values[tuple(picked)], floor), label=label)
-    for position in coords[:, axis]:
-        right.axvline(position, color="k", lw=0.5, ls=":")
-    right.set_xlabel(f"{names[axis]} (bohr), through the centre of the nuclei")
-    right.set_ylabel("density (electrons / bohr³)")
-    right.legend()
-    fig.suptitle(f"{molecule.name}: one-electron density ({folder.name})")
-    _save(fig, path, plt)
-    return path
-
-
-def _image_format(path: Path, plt: Any) -> str:
-    """The image format named by `path`'s extension; an unknown one or a missing folder is an
-    InputError."""
-    supported = plt.figure().canvas.get_supported_filetypes()
-    plt.close("all")
-    suffix = path.suffix.lower().lstrip(".")
-    if suffix not in supported:
-        raise InputError(
-            f"--output '{path}' must end in one of {', '.join('.' + k for k in sorted(supported))}"
-            "; e.g. training.png"
-        )
-    if not path.parent.is_dir():
-        raise InputError(f"--output '{path}': folder '{path.parent}' does not exist; create it")
-    return suffix

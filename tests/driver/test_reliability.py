@@ -103,12 +103,12 @@ def test_running_mean_analyze_and_plot_ignore_skipped_rows(tmp_path, finished_ru
     lines = [f"{t},{-1.0 - 0.01 * (t % 3)},-1.0,0.1,0.5,0.2,0,0,0.01" for t in range(8)]
     lines[3] = "3,,-1.0,,0.5,0.2,8,1,0.01"
     (folder / "stats.csv").write_text("\n".join([header, *lines]) + "\n")
-    from vmcjet import evaluate
+    from vmcjet import evaluate, plots
 
     record = evaluate.analyze(folder, discard=0.0)
     finite = [-1.0 - 0.01 * (t % 3) for t in range(8) if t != 3]
     assert record["energy"] == pytest.approx(np.mean(finite)) and record["skipped_steps"] == 1
-    assert evaluate.plot(folder).stat().st_size > 1000
+    assert plots.plot(folder).stat().st_size > 1000
 
 
 # --- set-up is part of the transaction -------------------------------------------------------
