@@ -293,9 +293,9 @@ def _part_chunk(
     `config.working_set_mib`, by default `memory.default_working_set_mib` of the platform) and
     the memory budget (`config.memory_budget_mib`, with `fixed_bytes` it cannot reduce); None:
     the whole batch at once."""
-    mib = config.working_set_mib or memory.default_working_set_mib(jax.default_backend())
-    if not working_set:
-        mib = None
+    mib = None
+    if working_set:
+        mib = config.working_set_mib or memory.default_working_set_mib(jax.default_backend())
     if mib is None and config.memory_budget_mib is None:
         return None
     per_walker = memory.bytes_per_walker(part)
