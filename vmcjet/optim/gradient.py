@@ -89,8 +89,7 @@ def records_gradient(records: LayerRecords, residuals: Array, params: PyTree) ->
         weighted = inputs * weights[:, None, None].astype(inputs.dtype)
         matrix = jnp.einsum("bri,bro->io", weighted, records.output_grads[layer])
         pieces.update(split_layer_matrix(layer, matrix, named))
-    for path, grads in records.other_grads.items():
-        pieces[path] = jnp.tensordot(weights.astype(grads.dtype), grads, axes=1)
+    pieces.update(energy_gradient(records.other_grads, residuals))
     treedef = jax.tree_util.tree_structure(params)
     return jax.tree_util.tree_unflatten(
         treedef, [pieces[path].astype(leaf.dtype) for path, leaf in named.items()]
