@@ -67,8 +67,8 @@ def correlated_derivative(
         return jax.vmap(lambda x: apply(state.params, x, nuclei=jnp.asarray(at, x.dtype))[1])
 
     def local_energy_at(at: np.ndarray):
-        log_psi = lambda p, x: apply(p, x, nuclei=jnp.asarray(at, x.dtype))[1]  # noqa: E731
-        return make_local_energy(log_psi, at, molecule.charges)
+        signed_log_psi = lambda p, x: apply(p, x, nuclei=jnp.asarray(at, x.dtype))  # noqa: E731
+        return make_local_energy(signed_log_psi, at, molecule.charges)
 
     energies = {dz: local_energy_at(moved(dz)) for dz in (h, -h)}
 

@@ -10,8 +10,8 @@ from vmcjet.hamiltonian import make_local_energy, make_nuclei, potential_energy
 
 
 def hydrogen_like(params, electrons):
-    """log|psi| of the 1s orbital exp(-Z r) of a nucleus at the origin; params = Z."""
-    return -params * jnp.linalg.norm(electrons[0])
+    """(sign, log|psi|) of the 1s orbital exp(-Z r) of a nucleus at the origin; params = Z."""
+    return jnp.ones(()), -params * jnp.linalg.norm(electrons[0])
 
 
 def random_walkers(seed, shape, scale=1.5):

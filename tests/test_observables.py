@@ -247,7 +247,9 @@ def test_zv_zb_force_is_minus_the_energy_derivative_for_an_inexact_psi():
     flat = samples.reshape(-1, 1, 3)
 
     def energies_at(at):
-        local = make_local_energy(lambda p, e: log_psi(p, e, at), at, charges, method="hessian")
+        local = make_local_energy(
+            lambda p, e: (1.0, log_psi(p, e, at)), at, charges, method="hessian"
+        )
         return local(None, flat)
 
     terms = jax.vmap(force_terms_fn(log_psi, nuclei, charges), in_axes=(None, 0))(None, flat)

@@ -25,7 +25,7 @@ from vmcjet.bench import interleaved_medians, machine_info
 from vmcjet.config import Config
 from vmcjet.memory import MIB, default_working_set_mib
 from vmcjet.session import initial_state, open_session, run_molecule
-from vmcjet.train import make_step_parts
+from vmcjet.train import make_step_parts, quadrature_rotations
 
 PARTS = ("sampling", "local_energy", "gradients", "update", "whole_step")
 
@@ -48,13 +48,14 @@ def step_parts(config: Config) -> dict[str, tuple[Callable[[], Any], float | Non
     )
     key = jax.random.key(0)
     walkers = state.sampler.walkers
-    energies = jax.jit(local_energy)(state.params, walkers)
+    rotations = quadrature_rotations(molecule, config.seed, "ecp", state.step, walkers)
+    energies = jax.jit(local_energy)(state.params, walkers, rotations)
     residuals = energies - energies.mean()
     finite = jax.numpy.isfinite(energies)
     batch = jax.jit(gradient_batch)(state.params, walkers, residuals, finite)
     return {
         "sampling": _compiled(lambda p, s: sample(p, s, key=key), state.params, state.sampler),
-        "local_energy": _compiled(local_energy, state.params, walkers),
+        "local_energy": _compiled(local_energy, state.params, walkers, rotations),
         "gradients": _compiled(gradient_batch, state.params, walkers, residuals, finite),
         "update": _compiled(optimiser.update, batch, state.opt_state, state.params),
         "whole_step": (lambda: session.step(state, root_key=key), None),

@@ -223,7 +223,9 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     check_run_flags(args)
     config = resolve_config(args)
     system = config.system
-    molecule = load_molecule(system.molecule, charge=system.charge, spin=system.spin)
+    molecule = load_molecule(
+        system.molecule, charge=system.charge, spin=system.spin, ecp=system.ecp
+    )
     if args.print_config:
         print(config_lib.to_toml(config), end="")
         return 0

@@ -30,6 +30,9 @@ class SystemConfig:
     spin: int | None = None  # overrides 2S = N_alpha - N_beta
     basis: str = "ccpvdz"  # Gaussian basis of the Hartree-Fock reference (pretraining)
     hf: str = "auto"  # Hartree-Fock: "auto" (RHF closed / UHF open shell), "rhf", "uhf", "rohf"
+    # Effective core potentials: "" (all electrons), "ccecp" (every atom with Z >= 3) or per
+    # element "Si:ccecp,O:ccecp" (vmcjet.ecp); the default basis then becomes ccecp-ccpvdz on them.
+    ecp: str = ""
 
 
 @dataclass(frozen=True)
@@ -405,9 +408,9 @@ def validate(config: Config) -> None:
         InputError: naming the key, the value and what is allowed.
     """
     _check_numbers(config)
-    from vmcjet.observables import parse_observables
+    from vmcjet.observables import check_with_ecp, parse_observables
 
-    parse_observables(config.observables)
+    check_with_ecp(parse_observables(config.observables), config.system.ecp)
     if config.network.kind not in NETWORK_KINDS:
         raise InputError(
             f"unknown network kind '{config.network.kind}' (--network / network.kind); "

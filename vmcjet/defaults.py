@@ -224,7 +224,9 @@ def resolve_run_config(
     """
     user = _layered(Config(), file, flags, sets)
     system = user.system
-    molecule = load_molecule(system.molecule, charge=system.charge, spin=system.spin)
+    molecule = load_molecule(
+        system.molecule, charge=system.charge, spin=system.spin, ecp=system.ecp
+    )
     tree = size_defaults(molecule, network_preset=user.network.preset)
     provisional = _layered(config_lib.build_config(None, tree), file, flags, sets)
     optimiser = choose_optimiser(

@@ -30,7 +30,12 @@ from vmcjet.fileio import atomic_path, atomic_write_text
 from vmcjet.matmul_precision import with_matmul_precision
 from vmcjet.molecule import Molecule
 from vmcjet.session import Session, open_session, restore_state, run_molecule, stream_key
-from vmcjet.train import make_sampler_and_local_energy, masked_moments, over_walkers
+from vmcjet.train import (
+    make_sampler_and_local_energy,
+    masked_moments,
+    over_walkers,
+    quadrature_rotations,
+)
 from vmcjet.units import DEBYE_PER_AU, MILLIHARTREE_PER_HARTREE
 
 
@@ -240,14 +245,18 @@ def make_monitor(
 ) -> Callable[[Any, jax.Array], dict[str, jax.Array]]:
     """`(params, walkers (B, n, 3)) -> {name: batch mean}` of the `MONITORED` observables among
     `names` on one batch (training-time monitoring; `make_batch_means`), jitted. A pure
-    function of its arguments: it draws no random numbers and changes no state."""
+    function of its arguments: it draws no random numbers and changes no state. With an ECP
+    the quadrature grids are not rotated (forces, the one monitored value that uses the local
+    energies, are refused with an ECP; the others use them only to skip non-finite walkers)."""
     _, local_energy = make_sampler_and_local_energy(
         session.wavefunction, session.molecule, session.config
     )
     batch_means = make_batch_means(session, tuple(n for n in names if n in MONITORED))
 
     def monitor(params: Any, walkers: jax.Array) -> dict[str, jax.Array]:
-        return batch_means(params, walkers, local_energy(params, walkers))
+        unrotated = jnp.broadcast_to(jnp.eye(3, dtype=walkers.dtype), (walkers.shape[0], 3, 3))
+        rotations = unrotated if session.molecule.ecp else None
+        return batch_means(params, walkers, local_energy(params, walkers, rotations))
 
     return jax.jit(monitor)
 
@@ -257,8 +266,9 @@ def make_eval_step(
     names: tuple[str, ...] = (),
     grid: observables.DensityGrid | None = None,
 ) -> Callable[..., Any]:
-    """`step(params, sampler, core, *, key) -> (sampler, mean E_L, variance, acceptance,
-    mobility sums (2, 7), {observable: mean over the walkers})`, jitted; `core` (B, n) bool marks
+    """`step(params, sampler, core, *, key, index) -> (sampler, mean E_L, variance, acceptance,
+    mobility sums (2, 7), {observable: mean over the walkers})`, jitted; `index` is the eval
+    step's number (it selects the ECP quadrature rotations); `core` (B, n) bool marks
     the core-like electrons; the observables in `names` are averaged over the walkers whose
     local energy and the observable's own value are finite (no such walker: NaN). With a
     density `grid`, "density" maps to (electrons inside the box
@@ -272,12 +282,15 @@ def make_eval_step(
         None if grid is None else observables.density_counts_fn(grid, session.molecule.n_alpha)
     )
 
+    molecule, seed = session.molecule, session.config.seed
+
     def step(
-        params: Any, sampler: mcmc.McmcState, core: jax.Array, *, key: jax.Array
+        params: Any, sampler: mcmc.McmcState, core: jax.Array, *, key: jax.Array, index: jax.Array
     ) -> tuple[Any, ...]:
         before = sampler.walkers
         sampler, acceptance = sample(params, sampler, key=key)
-        energies = local_energy(params, sampler.walkers)
+        rotations = quadrature_rotations(molecule, seed, "eval_ecp", index, sampler.walkers)
+        energies = local_energy(params, sampler.walkers, rotations)
         finite = jnp.isfinite(energies)
         mean, variance = masked_moments(energies, finite)
         mean = jnp.where(jnp.any(finite), mean, jnp.nan)  # no finite walker: no energy
@@ -424,6 +437,7 @@ def evaluate(
     names = observables.parse_observables(
         config.observables if observables_text is None else observables_text
     )
+    observables.check_with_ecp(names, config.system.ecp)
     steps = default_eval_steps(config.batch_size) if steps is None else steps
     molecule = run_molecule(config)
     session = open_session(config, molecule)
@@ -444,7 +458,7 @@ def evaluate(
     density_samples = 0
     for t in range(steps):
         sampler, mean, variance, acceptance, step_sums, step_observables = step(
-            state.params, sampler, core, key=jax.random.fold_in(key, t)
+            state.params, sampler, core, key=jax.random.fold_in(key, t), index=t
         )
         if np.isfinite(float(mean)):
             for name, value in step_observables.items():

@@ -7,11 +7,13 @@ configuration r is E_L(r) = (H psi)(r) / psi(r) = T(r) + V(r) (hartree) with
     V(r) = sum_{i<j} 1/|r_i - r_j| - sum_{i,I} Z_I/|r_i - R_I| + sum_{I<J} Z_I Z_J/|R_I - R_J|.
 
 The kinetic part comes from `vmcjet.laplacian.make_kinetic_energy` (method selectable); this module
-adds the Coulomb potential.
+adds the Coulomb potential and, for atoms with an effective core potential (their Z_I then being
+the effective charges), the ECP's local potential and its non-local part (`vmcjet.ecp`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -19,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vmcjet import ecp
 from vmcjet.errors import InputError
 from vmcjet.laplacian.kinetic import make_kinetic_energy
 
@@ -96,42 +99,67 @@ def potential_energy(electrons: Array, nuclei: Nuclei) -> Array:
     return e_e + e_n + n_n
 
 
+def over_walkers(fn: Callable[[Any], Any], walkers: Any, walker_batch_size: int | None) -> Any:
+    """`fn` of one walker's arguments mapped over the leading axis of `walkers` (a pytree):
+    all at once with vmap (None), or `lax.map` chunks of `walker_batch_size` walkers."""
+    if walker_batch_size is None:
+        return jax.vmap(fn)(walkers)
+    return jax.lax.map(fn, walkers, batch_size=walker_batch_size)
+
+
 def make_local_energy(
-    log_abs_psi_fn: Callable[[Params, Array], Array],
+    signed_log_psi_fn: Callable[[Params, Array], tuple[Array, Array]],
     atoms: Any,
     charges: Any,
     *,
     method: str = "collapsed",
     chunk_size: int | None = None,
     walker_batch_size: int | None = None,
-) -> Callable[[Params, Array], Array]:
+    ecps: tuple[ecp.AtomEcp, ...] = (),
+) -> Callable[..., Array]:
     """Local energies E_L = T + V of a batch of walkers.
 
     Args:
-        log_abs_psi_fn: (params, electrons (n, 3) bohr) -> scalar log|psi|.
+        signed_log_psi_fn: (params, electrons (n, 3) bohr) -> (sign, log|psi|) scalars.
         atoms: nuclear positions, shape (n_atoms, 3), bohr.
-        charges: nuclear charges, shape (n_atoms,).
+        charges: nuclear charges (effective charges for atoms with an ECP), shape (n_atoms,).
         method: Laplacian method (see `vmcjet.laplacian.methods`), e.g. "collapsed", "loop",
             "hessian".
         chunk_size: directions per inner chunk of the Laplacian method.
-        walker_batch_size: walkers per `lax.map` chunk of the kinetic energy (None: all at once).
+        walker_batch_size: walkers per `lax.map` chunk of the kinetic energy and of the ECP's
+            quadrature (None: all at once).
+        ecps: the effective core potentials of the atoms that have one (`vmcjet.ecp.atom_ecps`).
 
     Returns:
-        (params, walkers (B, n, 3) bohr) -> local energies (B,), hartree, in the walkers' dtype.
-        Pure and jittable; walkers may be sharded along B.
+        (params, walkers (B, n, 3) bohr, rotations=None) -> local energies (B,), hartree, in the
+        walkers' dtype. With `ecps`, `rotations` (B, 3, 3) turn each walker's quadrature grid
+        (`vmcjet.ecp.random_rotations`). Pure and jittable; walkers may be sharded along B.
     """
     atoms_np, charges_np = np.asarray(atoms), np.asarray(charges)
     make_nuclei(atoms_np, charges_np)  # validate shapes now, not at trace time
 
-    def local_energy(params: Params, walkers: Array) -> Array:
+    def local_energy(params: Params, walkers: Array, rotations: Array | None = None) -> Array:
         kinetic = make_kinetic_energy(
-            lambda electrons: log_abs_psi_fn(params, electrons),
+            lambda electrons: signed_log_psi_fn(params, electrons)[1],
             method=method,
             chunk_size=chunk_size,
             walker_batch_size=walker_batch_size,
         )
         nuclei = make_nuclei(atoms_np, charges_np, dtype=walkers.dtype)
         potential = jax.vmap(potential_energy, in_axes=(0, None))(walkers, nuclei)
-        return kinetic(walkers) + potential
+        energies = kinetic(walkers) + potential
+        if not ecps:
+            return energies
+        if rotations is None:
+            raise InputError("a local energy with ECPs needs rotations (B, 3, 3) of its grids")
+
+        def core_part(args: tuple[Array, Array]) -> Array:
+            electrons, rotation = args
+            psi = functools.partial(signed_log_psi_fn, params)
+            return ecp.local_energy_part(electrons, nuclei.coords, ecps) + ecp.nonlocal_energy_part(
+                psi, electrons, nuclei.coords, ecps, rotation
+            )
+
+        return energies + over_walkers(core_part, (walkers, rotations), walker_batch_size)
 
     return local_energy

@@ -17,6 +17,10 @@ differentiable: pretraining only needs the values). The dtype of the result foll
 
 pyscf pitfalls handled here: the geometry is passed in bohr (pyscf defaults to angstrom) and pyscf's
 `spin` is 2S, as ours.
+
+With effective core potentials (`Molecule.ecp`) pyscf gets the same ECPs, so Hartree-Fock sees only
+the valence electrons, and the default basis "ccpvdz" becomes "ccecp-ccpvdz" on the atoms with a
+ccECP (`basis_by_element`); any other basis is used as given.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from pyscf import gto, scf
 
+from vmcjet import ecp as ecps
 from vmcjet.config import HF_METHODS
 from vmcjet.errors import InputError
 from vmcjet.molecule import Molecule
@@ -66,8 +71,32 @@ class HartreeFock:
     cycles: int = 50
 
 
+ECP_BASES = {("ccecp", "ccpvdz"): "ccecp-ccpvdz"}  # (ECP, default basis) -> the ECP's own basis
+
+
+def basis_by_element(molecule: Molecule, basis: str) -> dict[str, str]:
+    """Element -> basis: `basis`, except the default "ccpvdz" on an atom with a ccECP, which
+    gets the ccECP's own "ccecp-ccpvdz"."""
+    chosen = ecps.parse_spec(molecule.ecp, molecule.symbols)
+    return {
+        symbol: ECP_BASES.get((chosen.get(symbol, ""), basis), basis)
+        for symbol in dict.fromkeys(molecule.symbols)
+    }
+
+
+def basis_label(molecule: Molecule, basis: str) -> str:
+    """The basis for the log: `basis`, or "ccpvdz (ccecp-ccpvdz on N)" where ECP atoms differ."""
+    other = {s: b for s, b in basis_by_element(molecule, basis).items() if b != basis}
+    by_basis: dict[str, list[str]] = {}
+    for symbol, name in other.items():
+        by_basis.setdefault(name, []).append(symbol)
+    notes = "; ".join(f"{name} on {', '.join(symbols)}" for name, symbols in by_basis.items())
+    return f"{basis} ({notes})" if notes else basis
+
+
 def build_pyscf_molecule(molecule: Molecule, *, basis: str = "ccpvdz") -> Any:
-    """The pyscf `Mole` of a molecule: coordinates in bohr, spin = 2S, output silenced.
+    """The pyscf `Mole` of a molecule: coordinates in bohr, spin = 2S, its ECPs
+    (`basis_by_element`), output silenced.
 
     Raises:
         InputError: the basis is not known to pyscf for one of the elements.
@@ -80,7 +109,8 @@ def build_pyscf_molecule(molecule: Molecule, *, basis: str = "ccpvdz") -> Any:
     mol.unit = "Bohr"
     mol.charge = molecule.charge
     mol.spin = molecule.spin
-    mol.basis = basis
+    mol.basis = basis_by_element(molecule, basis)
+    mol.ecp = ecps.parse_spec(molecule.ecp, molecule.symbols)
     mol.verbose = 0
     try:
         with warnings.catch_warnings():  # pyscf's "install basis-set-exchange" hint

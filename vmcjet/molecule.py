@@ -15,6 +15,12 @@ A molecule is given as a catalogue name (`LiH`, case-insensitive), a molecule TO
     energy = -8.070548                # hartree
     kind = "exact"                    # "exact", "ferminet", "psiformer", "ccsd(t)", ...
     source = "citation"
+    ecp = "ccecp"                     # optional: the energy is for this system.ecp (default "")
+
+With an effective core potential (`load_molecule(..., ecp="ccecp")`, `vmcjet.ecp`) the atoms it
+applies to lose their core electrons: `charges` are then the effective charges Z - n_core (used in
+every Coulomb term, the electron count, walker initialisation and spins), and only the references
+made with the same `ecp` are kept.
 
 Everything is checked here, before any JAX work; every problem is an `InputError` with one line
 naming the problem and the fix. The built-in catalogue is `molecules/` at the repository root,
@@ -32,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from vmcjet import ecp as ecps
 from vmcjet import elements
 from vmcjet.errors import InputError
 from vmcjet.fileio import read_text
@@ -45,11 +52,13 @@ _TOP_LEVEL_KEYS = ("name", "units", "charge", "spin", "geometry_source", "atoms"
 
 @dataclass(frozen=True, eq=False)
 class Reference:
-    """A published energy of a system, hartree."""
+    """A published energy of a system, hartree (`ecp`: the system.ecp it was made with, "" for
+    all electrons)."""
 
     energy: float  # hartree
     kind: str  # "exact" (estimated exact non-relativistic), "ferminet", "psiformer", "ccsd(t)", ...
     source: str  # citation
+    ecp: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,11 +69,14 @@ class Molecule:
         name: display name ("LiH").
         symbols: element symbols, length n_atoms.
         coords: nuclear positions, shape (n_atoms, 3), bohr.
-        charges: nuclear charges Z, shape (n_atoms,), units of e.
+        charges: nuclear charges Z, shape (n_atoms,), units of e; with an ECP the effective
+            charges Z - n_core.
         charge: total charge of the system (e).
         spin: 2S = N_alpha - N_beta.
         references: published energies.
         geometry_source: where the geometry comes from.
+        ecp: the system.ecp spec applied ("" for all electrons; `vmcjet.ecp.parse_spec`).
+        core_electrons: core electrons removed per atom by the ECP, length n_atoms.
     """
 
     name: str
@@ -75,6 +87,8 @@ class Molecule:
     spin: int = 0
     references: tuple[Reference, ...] = field(default_factory=tuple)
     geometry_source: str = ""
+    ecp: str = ""
+    core_electrons: tuple[int, ...] = ()
 
     @property
     def n_electrons(self) -> int:
@@ -133,7 +147,7 @@ def catalogue_names() -> list[str]:
 
 
 def load_molecule(
-    spec: str | Path, *, charge: int | None = None, spin: int | None = None
+    spec: str | Path, *, charge: int | None = None, spin: int | None = None, ecp: str = ""
 ) -> Molecule:
     """Loads and validates a molecule.
 
@@ -141,6 +155,8 @@ def load_molecule(
         spec: a catalogue name (case-insensitive), or a path to a molecule `.toml` or `.xyz` file.
         charge: overrides the total charge (e).
         spin: overrides 2S = N_alpha - N_beta.
+        ecp: effective core potentials, "" (all electrons), "ccecp" (every atom with Z >= 3) or
+            per element "Si:ccecp,O:ccecp" (`vmcjet.ecp.parse_spec`).
 
     Returns:
         The molecule, coordinates in bohr.
@@ -155,7 +171,7 @@ def load_molecule(
         raw["charge"] = charge
     if spin is not None:
         raw["spin"] = spin
-    return _build(raw, where=str(spec))
+    return _build(raw, where=str(spec), ecp=ecp)
 
 
 def _resolve(spec: str | Path) -> Path:
@@ -227,13 +243,16 @@ def _xyz_number(path: Path, text: str) -> float:
         ) from None
 
 
-def _build(raw: dict[str, Any], where: str) -> Molecule:
-    """Validates the raw fields and returns the Molecule (coordinates converted to bohr)."""
+def _build(raw: dict[str, Any], where: str, ecp: str = "") -> Molecule:
+    """Validates the raw fields and returns the Molecule (coordinates converted to bohr, charges
+    reduced by the cores of the `ecp` spec)."""
     scale = _units(raw.get("units"), where)
     symbols, coords = _atoms(raw.get("atoms"), where)
     coords = coords * scale
     _check_distances(symbols, coords, where)
+    cores = core_electrons(tuple(symbols), ecp)
     charges = np.array([elements.atomic_number(s) for s in symbols], dtype=np.float64)
+    charges = charges - np.array(cores, dtype=np.float64)
     charge = _integer(raw.get("charge", 0), "charge", where)
     n_electrons = int(charges.sum()) - charge
     if n_electrons <= 0:
@@ -252,9 +271,19 @@ def _build(raw: dict[str, Any], where: str) -> Molecule:
         charges=charges,
         charge=charge,
         spin=spin,
-        references=_references(raw.get("references", []), where),
+        references=tuple(
+            r for r in _references(raw.get("references", []), where) if r.ecp == ecp.strip()
+        ),
         geometry_source=str(raw.get("geometry_source", "")),
+        ecp=ecp.strip(),
+        core_electrons=cores,
     )
+
+
+def core_electrons(symbols: tuple[str, ...], ecp: str) -> tuple[int, ...]:
+    """Core electrons the `ecp` spec removes from each atom (0 without one)."""
+    by_atom = {e.atom: e.core for e in ecps.atom_ecps(symbols, ecp)}
+    return tuple(by_atom.get(i, 0) for i in range(len(symbols)))
 
 
 def _units(units: Any, where: str) -> float:
@@ -345,5 +374,12 @@ def _references(refs: Any, where: str) -> tuple[Reference, ...]:
         finite = isinstance(energy, int | float) and not isinstance(energy, bool)
         if not finite or not math.isfinite(energy):
             raise InputError(f"molecule '{where}': reference {ref!r} has no finite energy; {fix}")
-        out.append(Reference(float(energy), str(ref.get("kind", "")), str(ref.get("source", ""))))
+        out.append(
+            Reference(
+                float(energy),
+                str(ref.get("kind", "")),
+                str(ref.get("source", "")),
+                str(ref.get("ecp", "")),
+            )
+        )
     return tuple(out)

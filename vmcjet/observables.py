@@ -49,6 +49,19 @@ OBSERVABLES = ("s2", "dipole", "density", "forces")
 SignedLogPsi = Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]
 
 
+def check_with_ecp(names: tuple[str, ...], ecp: str) -> None:
+    """Refuses forces with an effective core potential (system.ecp `ecp`).
+
+    Raises:
+        InputError: "forces" in `names` and `ecp` not empty.
+    """
+    if ecp.strip() and "forces" in names:
+        raise InputError(
+            "forces with an ECP are not implemented (the non-local part's nuclear derivative); "
+            'drop forces from the observables or run all-electron (system.ecp = "")'
+        )
+
+
 def parse_observables(text: str) -> tuple[str, ...]:
     """Names from a comma-separated string ("" for none), each once, in the given order.
 

@@ -1,8 +1,6 @@
 """What a run needs before its first step: devices, the wavefunction, keys and the initial state.
 
-Random streams: every random number of a run derives from `jax.random.key(config.seed)` through
-`fold_in(root, STREAM)`; the optimisation step t uses `fold_in(train_stream, t)`. Nothing depends on
-the device count or on how many steps ran in this process (exact restarts).
+Random streams: `vmcjet.streams` (`STREAMS`, `stream_key`, re-exported here).
 """
 
 from __future__ import annotations
@@ -20,20 +18,15 @@ from vmcjet.config import Config
 from vmcjet.errors import InputError
 from vmcjet.molecule import Molecule, load_molecule
 from vmcjet.networks import Wavefunction, make_wavefunction, parameter_count
+from vmcjet.streams import STREAMS as STREAMS  # re-exported: session.STREAMS
+from vmcjet.streams import stream_key
 from vmcjet.train import TrainState, log_abs_psi_fn, make_sampler, make_train_step
-
-STREAMS = {"params": 1, "pretrain": 2, "walkers": 3, "burn_in": 4, "train": 5, "eval": 6}
 
 
 def run_molecule(config: Config) -> Molecule:
     """The molecule a config describes (`system.molecule` with its charge/spin overrides)."""
     system = config.system
-    return load_molecule(system.molecule, charge=system.charge, spin=system.spin)
-
-
-def stream_key(root: jax.Array, name: str) -> jax.Array:
-    """The key of one named random stream of a run."""
-    return jax.random.fold_in(root, STREAMS[name])
+    return load_molecule(system.molecule, charge=system.charge, spin=system.spin, ecp=system.ecp)
 
 
 @dataclass(frozen=True)
@@ -156,8 +149,10 @@ def _pretrain(
 ) -> tuple[Any, jax.Array]:
     """Hartree-Fock, then pretraining until `pretrain.iterations` or the loss stops improving."""
     config, options = session.config, session.config.pretrain
-    basis = config.system.basis
-    hf = hartree_fock.run_hartree_fock(session.molecule, basis=basis, method=config.system.hf)
+    hf = hartree_fock.run_hartree_fock(
+        session.molecule, basis=config.system.basis, method=config.system.hf
+    )
+    basis = hartree_fock.basis_label(session.molecule, config.system.basis)
     warning = hartree_fock.convergence_warning(hf, basis)
     if warning:
         log(warning)

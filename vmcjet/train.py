@@ -21,14 +21,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vmcjet import mcmc, memory, optim
+from vmcjet import ecp, mcmc, memory, optim
 from vmcjet.config import Config
-from vmcjet.hamiltonian import make_local_energy
+from vmcjet.hamiltonian import make_local_energy, over_walkers
 from vmcjet.matmul_precision import with_matmul_precision
 from vmcjet.molecule import Molecule
 from vmcjet.networks import Wavefunction
 from vmcjet.networks.layers import Tape, dense_layer_names, named_leaves
 from vmcjet.optim.spring import update_temporary_bytes
+from vmcjet.streams import stream_key
 
 Params = Any
 
@@ -66,14 +67,6 @@ class StepStats(NamedTuple):
 def log_abs_psi_fn(wavefunction: Wavefunction) -> Callable[[Params, jax.Array], jax.Array]:
     """(params, electrons (n, 3)) -> log|psi| scalar."""
     return lambda params, electrons: wavefunction.apply(params, electrons)[1]
-
-
-def over_walkers(fn: Callable[[Any], Any], walkers: Any, walker_batch_size: int | None) -> Any:
-    """`fn` of one walker's arguments mapped over the leading axis of `walkers` (a pytree):
-    all at once with vmap (None), or `lax.map` chunks of `walker_batch_size` walkers."""
-    if walker_batch_size is None:
-        return jax.vmap(fn)(walkers)
-    return jax.lax.map(fn, walkers, batch_size=walker_batch_size)
 
 
 def per_walker_gradients(
@@ -229,18 +222,32 @@ def make_local_energy_fn(
     config: Config,
     walker_batch_size: int | None = None,
 ) -> Callable[..., jax.Array]:
-    """The local energy `(params, walkers (B, n, 3) bohr) -> (B,)` hartree, as the config sets it
-    up, with `walker_batch_size` walkers per kinetic-energy chunk (None: all at once), its
-    matrix products at `config.matmul_precision`."""
+    """The local energy `(params, walkers (B, n, 3) bohr, rotations=None) -> (B,)` hartree, as the
+    config sets it up, with `walker_batch_size` walkers per kinetic-energy chunk (None: all at
+    once), its matrix products at `config.matmul_precision`; `rotations` (B, 3, 3) turn the ECP
+    quadrature grids (`quadrature_rotations`; needed only with an ECP)."""
     local_energy = make_local_energy(
-        log_abs_psi_fn(wavefunction),
+        wavefunction.apply,
         jnp.asarray(molecule.coords),
         jnp.asarray(molecule.charges),
         method=config.laplacian.method,
         chunk_size=config.laplacian.chunk_size,
         walker_batch_size=walker_batch_size,
+        ecps=ecp.atom_ecps(molecule.symbols, molecule.ecp),
     )
     return with_matmul_precision(local_energy, config.matmul_precision)
+
+
+def quadrature_rotations(
+    molecule: Molecule, seed: int, stream: str, step: jax.Array, walkers: jax.Array
+) -> jax.Array | None:
+    """The rotations (B, 3, 3) of the ECP quadrature grids of one step's walkers (B, n, 3), from
+    the run's random `stream` ("ecp" in training, "eval_ecp" in eval) folded with `step`, so a
+    restart draws the same ones; None for a molecule without an ECP."""
+    if not molecule.ecp:
+        return None
+    key = jax.random.fold_in(stream_key(jax.random.key(seed), stream), step)
+    return ecp.random_rotations(key, walkers.shape[0], walkers.dtype)
 
 
 def make_sampler_and_local_energy(
@@ -332,7 +339,9 @@ def local_energy_chunk(
 
     def energy_part(chunk: int, count: int) -> tuple[Callable[..., Any], tuple]:
         energy = make_local_energy_fn(wavefunction, molecule, config, chunk)
-        return energy, (params, _abstract_walkers(molecule, config, count))
+        walkers = _abstract_walkers(molecule, config, count)
+        rotations = jax.ShapeDtypeStruct((count, 3, 3), walkers.dtype) if molecule.ecp else None
+        return energy, (params, walkers, rotations)
 
     return _part_chunk("local energy", batch, energy_part, config, working_set=True)
 
@@ -423,9 +432,9 @@ def local_energy_by_device(
 ) -> Callable[..., jax.Array]:
     """`local_energy` applied to each device's walkers apart (see `grouped_by_device`)."""
 
-    def energy(params: Params, walkers: jax.Array) -> jax.Array:
-        per_group = jax.vmap(local_energy, in_axes=(None, 0))(
-            params, _split_groups(walkers, groups)
+    def energy(params: Params, walkers: jax.Array, rotations: jax.Array | None = None) -> jax.Array:
+        per_group = jax.vmap(local_energy, in_axes=(None, 0, 0))(
+            params, *_split_groups((walkers, rotations), groups)
         )
         return _join_groups(per_group)
 
@@ -505,7 +514,8 @@ def make_train_step(
     def step(state: TrainState, *, root_key: jax.Array) -> tuple[TrainState, StepStats]:
         key = jax.random.fold_in(root_key, state.step)
         sampler, acceptance = sample(state.params, state.sampler, key=key)
-        energies = local_energy(state.params, sampler.walkers)
+        rotations = quadrature_rotations(molecule, config.seed, "ecp", state.step, sampler.walkers)
+        energies = local_energy(state.params, sampler.walkers, rotations)
         finite = jnp.isfinite(energies) & jnp.isfinite(sampler.log_abs_psi)
         energy, variance = masked_moments(energies, finite)
         residuals = _energy_residuals(energies, finite, config.optim.clip_width)

@@ -60,6 +60,29 @@ def test_resume_with_kfac_is_bitwise_identical(tmp_path):
     )
 
 
+def test_resume_with_an_ecp_is_bitwise_identical(tmp_path):
+    """The ECP's quadrature rotations come from the run's "ecp" stream folded with the step, so
+    a resumed run draws the same ones (LiH with Li's ccECP: 2 valence electrons)."""
+
+    def run_lih(folder, steps):
+        args = tiny_run_args(
+            folder, molecule="LiH", steps=steps, extra=["--set", "system.ecp=ccecp"]
+        )
+        assert cli.main(args) == 0
+
+    run_lih(tmp_path / "full", 6)
+    run_lih(tmp_path / "half", 3)
+    assert cli.main(["run", "--resume", str(tmp_path / "half"), "--steps", "6"]) == 0
+    full, resumed = final_arrays(tmp_path / "full"), final_arrays(tmp_path / "half")
+    (walkers,) = [v for k, v in full.items() if k.endswith("walkers")]
+    assert walkers.shape[1:] == (2, 3)  # Li's two core electrons are gone
+    for name in full:
+        np.testing.assert_array_equal(full[name], resumed[name], err_msg=name)
+    rows = without_time(stats_rows(tmp_path / "full"))
+    assert rows == without_time(stats_rows(tmp_path / "half"))
+    assert all(np.isfinite(float(row["energy"])) for row in rows)
+
+
 def test_same_energies_on_one_and_two_devices_and_across_a_change(tmp_path):
     extra = ("--set", "precision=float64")
     run(tmp_path / "one", 6, *extra, "--set", "devices=1")
