@@ -98,24 +98,26 @@ def _seed(directions: jax.Array) -> Rows:
     return Rows(directions, jnp.zeros(directions.shape[1:], directions.dtype))
 
 
-def _split(stack, value: jax.Array, rows: int) -> tuple[jax.Array, jax.Array]:
+def _split(stack, value: jax.Array, block: int) -> tuple[jax.Array, jax.Array]:
+    """An output stack (block + 1 rows, or None) as its `block` first-order rows and its
+    second-order row."""
     if stack is None:
-        return jnp.zeros((rows,) + value.shape, value.dtype), jnp.zeros_like(value)
+        return jnp.zeros((block,) + value.shape, value.dtype), jnp.zeros_like(value)
     return stack[:-1], stack[-1]
 
 
-def _chunked(step: Callable, blocks: int, rows: int, value: jax.Array):
-    """Pushes block `i` (`step(i)` -> output stack) for i < blocks in a fori_loop; the
-    second-order parts add up."""
+def _chunked(step: Callable, blocks: int, block: int, value: jax.Array):
+    """Pushes block `i` of `block` directions (`step(i)` -> output stack of block + 1 rows) for
+    i < blocks in a fori_loop; the second-order parts add up."""
 
     def body(i, carry):
         firsts, second = carry
-        first_i, second_i = _split(step(i), value, rows)
+        first_i, second_i = _split(step(i), value, block)
         return lax.dynamic_update_index_in_dim(firsts, first_i, i, 0), second + second_i
 
-    init = (jnp.zeros((blocks, rows) + value.shape, value.dtype), jnp.zeros_like(value))
+    init = (jnp.zeros((blocks, block) + value.shape, value.dtype), jnp.zeros_like(value))
     firsts, second = lax.fori_loop(0, blocks, body, init)
-    return firsts.reshape((blocks * rows,) + value.shape), second
+    return firsts.reshape((blocks * block,) + value.shape), second
 
 
 def _dense_chunks(push: Callable, directions: jax.Array, value: jax.Array, chunk: int):
