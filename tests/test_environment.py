@@ -30,6 +30,7 @@ FIELDS = {
     "freed_memory_retained",
     "blas_threads",
     "blas_threads_limited",
+    "xla_flags",
 }
 
 

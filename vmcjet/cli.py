@@ -33,6 +33,7 @@ from vmcjet.molecule import (
     min_internuclear_distance,
 )
 from vmcjet.units import ANGSTROM_PER_BOHR
+from vmcjet.xla_cpu import keep_reductions_in_xla
 
 # `vmcjet run` flag (argparse dest) -> the config key it sets.
 FLAG_KEYS = {
@@ -332,8 +333,10 @@ def _signals_raise() -> Iterator[None]:
 
 
 def apply_process_settings() -> None:
-    """The command's process-wide settings (vmcjet.allocator, vmcjet.blas_threads); benchmark
-    scripts apply them too, so that their numbers compare with the command's."""
+    """The command's process-wide settings (vmcjet.xla_cpu, vmcjet.allocator,
+    vmcjet.blas_threads); benchmark scripts apply them too, so that their numbers compare with the
+    command's."""
+    keep_reductions_in_xla()
     retain_freed_memory()
     limit_blas_threads()
 

@@ -47,7 +47,7 @@ def environment_info() -> dict[str, Any]:
     Keys: vmcjet_version, python_version, platform, cpu_count, jax_version, jaxlib_version,
     gpu_plugins, backend, gpu_used, devices, local_devices, process_index, process_count,
     x64_enabled, float_precision_default, matmul_precision_default, jax_default_matmul_precision,
-    async_dispatch, freed_memory_retained, blas_threads, blas_threads_limited.
+    async_dispatch, freed_memory_retained, blas_threads, blas_threads_limited, xla_flags.
     """
     import os
 
@@ -77,6 +77,7 @@ def environment_info() -> dict[str, Any]:
         "freed_memory_retained": freed_memory_retained(),
         "blas_threads": blas_threads(),
         "blas_threads_limited": blas_threads_limited(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),  # with vmcjet.xla_cpu's from jaxlib 0.10
     }
 
 
