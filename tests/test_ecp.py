@@ -53,6 +53,9 @@ def test_molecule_loses_its_cores_and_keeps_only_matching_references():
     assert load_molecule("N").exact_energy == pytest.approx(-54.5892)
     mixed = load_molecule("LiH", ecp="Li:ccecp")
     np.testing.assert_array_equal(mixed.charges, [1.0, 1.0])
+    # no core-like electrons left at Li for eval's mobility measure
+    np.testing.assert_array_equal(mixed.all_electron_charges, [0.0, 1.0])
+    np.testing.assert_array_equal(load_molecule("LiH").all_electron_charges, [3.0, 1.0])
 
 
 def test_default_basis_becomes_the_ccecp_basis_on_ecp_atoms_only():

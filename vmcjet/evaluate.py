@@ -451,7 +451,7 @@ def evaluate(
     step = make_eval_step(session, names, grid)
     key = stream_key(jax.random.key(config.seed), "eval")
     sampler, means, variances, acceptances = state.sampler, [], [], []
-    core = mcmc.core_electrons(sampler.walkers, molecule.coords, molecule.charges)
+    core = mcmc.core_electrons(sampler.walkers, molecule.coords, molecule.all_electron_charges)
     sums = np.zeros((2, 7))
     series: dict[str, list] = {name: [] for name in names}
     counts = None if grid is None else np.zeros((2, grid.points**3))

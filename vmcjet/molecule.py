@@ -103,6 +103,12 @@ class Molecule:
         return (self.n_electrons - self.spin) // 2
 
     @property
+    def all_electron_charges(self) -> np.ndarray:
+        """`charges`, with 0 for the atoms whose core an ECP removed, shape (n_atoms,)."""
+        cores = np.asarray(self.core_electrons or (0,) * len(self.symbols))
+        return np.where(cores > 0, 0.0, self.charges)
+
+    @property
     def exact_energy(self) -> float | None:
         """Estimated exact non-relativistic energy (hartree), if known."""
         return next((r.energy for r in self.references if r.kind == "exact"), None)
