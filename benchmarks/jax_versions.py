@@ -12,7 +12,7 @@ rounds of each part's median time, and its ratio to the first interpreter's.
 The LU probe times, for walkers x determinants of n x n matrices (LiH 256 x 4 x 2 x 2, N2 128 x 8
 x 7 x 7), the log-determinant (`jnp.linalg.slogdet`), its gradient, and the engine's own
 LU + triangular-solve inverse (`rules_linalg.lu_logdet_inverse`), median of 20 calls after
-compilation.
+compilation, with the `vmcjet` command's process settings (`cli.apply_process_settings`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ PART_LINE = re.compile(r"^\s*(\w+):\s+([\d.]+) ms")
 LU_PROBE = """
 import json, time
 import jax, jax.numpy as jnp, numpy as np
+from vmcjet.cli import apply_process_settings
 from vmcjet.laplacian.rules_linalg import lu_logdet_inverse
+apply_process_settings()  # as the `vmcjet` command (and so `bench step`) does
 
 def median_us(f, a):
     jax.block_until_ready(f(a))
