@@ -3,14 +3,16 @@
 jaxlib 0.10's XLA hands reductions, among other operations, to the YNNPACK library ("YNN
 fusions", XLA flag `--xla_cpu_experimental_ynn_fusion_type`). For vmcjet's many small reductions
 over a walker's electrons, orbitals and determinants this is slower than XLA's own loops: at LiH,
-0.10.2's local energy took 1.9x and its whole SPRING step 1.14x the time of jax 0.9.2, and
+0.10.2's local energy took 1.9x and its whole SPRING step 1.2x the time of jax 0.9.2, and
 removing only the reduce type from XLA's list (`=-reduce`) brought both back to 0.9.2's
 (docs/reliability.md, "JAX version"; benchmarks/jax_versions.py). Its matrix products stay with
 YNNPACK: turning all YNN fusions off made SPRING's update 2x slower.
 
 The flag does not exist before jaxlib 0.10 (XLA aborts on unknown flags), so it is set only from
-0.10 on, and never when the user's XLA_FLAGS already names it. Like the allocator settings, only
-the `vmcjet` command (and the benchmark scripts) apply it, never an import of the package.
+0.10 on, and never when the user's XLA_FLAGS already names it. (jaxlib 0.10 is outside the
+pinned range until its LAPACK deadlock is avoided; this is ready for it and tested on it.) Like
+the allocator settings, only the `vmcjet` command (and the benchmark scripts) apply it, never an
+import of the package.
 """
 
 from __future__ import annotations
