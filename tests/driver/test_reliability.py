@@ -77,7 +77,9 @@ def test_steps_without_a_finite_walker_are_skipped_and_stop_the_run(tmp_path, mo
     import vmcjet.train as train
 
     def nan_energy(*args, **kwargs):
-        return lambda params, walkers: jnp.full(walkers.shape[:1], jnp.nan, walkers.dtype)
+        return lambda params, walkers, rotations=None: jnp.full(
+            walkers.shape[:1], jnp.nan, walkers.dtype
+        )
 
     monkeypatch.setattr(train, "make_local_energy_fn", nan_energy)
     folder = tmp_path / "run"
