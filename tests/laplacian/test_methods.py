@@ -61,7 +61,7 @@ def _method_cases():
             yield pytest.param(name, case, marks=marks, id=f"{name}-{case}")
 
 
-@pytest.mark.parametrize("name, case", _method_cases())
+@pytest.mark.parametrize("name, case", list(_method_cases()))
 def test_method_matches_hessian_trace(name, case):
     f, x = CASES[case]
     value, grad, lap = jax.jit(laplacian_method(name)(f))(x)
