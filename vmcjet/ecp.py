@@ -26,6 +26,7 @@ unbiased for any psi. Cost: 12 evaluations of psi per electron and ECP atom (no 
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -109,8 +110,11 @@ def parse_spec(spec: str, symbols: tuple[str, ...]) -> dict[str, str]:
     return chosen
 
 
+@functools.cache
 def pyscf_data(name: str, symbol: str) -> list:
-    """pyscf's ECP `name` for element `symbol`: [n_core, [[l, terms by n], ...]] (l = -1: local).
+    """pyscf's ECP `name` for element `symbol`: [n_core, [[l, terms by n], ...]] (l = -1: local);
+    read once per process (the spec is parsed by the molecule, Hartree-Fock and every local-energy
+    build). Callers must not change the returned list.
 
     Raises:
         InputError: pyscf does not know `name`, or it has no entry for `symbol`.

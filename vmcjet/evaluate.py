@@ -254,8 +254,9 @@ def make_monitor(
     batch_means = make_batch_means(session, tuple(n for n in names if n in MONITORED))
 
     def monitor(params: Any, walkers: jax.Array) -> dict[str, jax.Array]:
-        unrotated = jnp.broadcast_to(jnp.eye(3, dtype=walkers.dtype), (walkers.shape[0], 3, 3))
-        rotations = unrotated if session.molecule.ecp else None
+        rotations = None
+        if session.molecule.ecp:  # unrotated grids
+            rotations = jnp.broadcast_to(jnp.eye(3, dtype=walkers.dtype), (walkers.shape[0], 3, 3))
         return batch_means(params, walkers, local_energy(params, walkers, rotations))
 
     return jax.jit(monitor)

@@ -153,9 +153,10 @@ def make_local_energy(
         if rotations is None:
             raise InputError("a local energy with ECPs needs rotations (B, 3, 3) of its grids")
 
+        psi = functools.partial(signed_log_psi_fn, params)
+
         def core_part(args: tuple[Array, Array]) -> Array:
             electrons, rotation = args
-            psi = functools.partial(signed_log_psi_fn, params)
             return ecp.local_energy_part(electrons, nuclei.coords, ecps) + ecp.nonlocal_energy_part(
                 psi, electrons, nuclei.coords, ecps, rotation
             )
