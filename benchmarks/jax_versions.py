@@ -10,15 +10,20 @@ rounds of each part's median time, and its ratio to the first interpreter's.
         --rounds 3 --name jax-versions-s9 -- --molecule N2 --repeats 10
 
 The LU probe times, for walkers x determinants of n x n matrices (LiH 256 x 4 x 2 x 2, N2 128 x 8
-x 7 x 7), the log-determinant (`jnp.linalg.slogdet`), its gradient, and the engine's own
-LU + triangular-solve inverse (`rules_linalg.lu_logdet_inverse`), median of 20 calls after
-compilation, with the `vmcjet` command's process settings (`cli.apply_process_settings`).
+x 7 x 7, a 30-electron molecule's 128 x 16 x 15 x 15), the log-determinant, its gradient and the
+inverse, each by JAX's LAPACK path (`jnp.linalg.slogdet`; LU + two triangular solves) and by
+vmcjet's own elimination (`vmcjet.linalg`), median of 20 calls after compilation, with the
+`vmcjet` command's process settings (`cli.apply_process_settings`). An interpreter whose vmcjet
+has no `vmcjet.linalg` (an older checkout on PYTHONPATH) reports only the LAPACK cases.
+BENCH_LABEL in an interpreter's environment is added to its label (e.g. to tell two checkouts
+apart).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 import subprocess
@@ -31,9 +36,31 @@ PART_LINE = re.compile(r"^\s*(\w+):\s+([\d.]+) ms")
 LU_PROBE = """
 import json, time
 import jax, jax.numpy as jnp, numpy as np
+from jax import lax
 from vmcjet.cli import apply_process_settings
-from vmcjet.laplacian.rules_linalg import lu_logdet_inverse
 apply_process_settings()  # as the `vmcjet` command (and so `bench step`) does
+
+def lapack_inverse(a):
+    lu, _, perm = lax.linalg.lu(a)
+    permutation = jax.nn.one_hot(perm, a.shape[-1], dtype=a.dtype)
+    lower = lax.linalg.triangular_solve(lu, permutation, left_side=True, lower=True,
+                                        unit_diagonal=True)
+    return lax.linalg.triangular_solve(lu, lower, left_side=True, lower=False)
+
+cases = {
+    "slogdet lapack": lambda a: jnp.linalg.slogdet(a)[1],
+    "slogdet_grad lapack": jax.grad(lambda a: jnp.linalg.slogdet(a)[1].sum()),
+    "inverse lapack": lapack_inverse,
+}
+try:
+    from vmcjet.linalg import slogdet, slogdet_and_inverse
+    cases.update({
+        "slogdet vmcjet": lambda a: slogdet(a)[1],
+        "slogdet_grad vmcjet": jax.grad(lambda a: slogdet(a)[1].sum()),
+        "inverse vmcjet": lambda a: slogdet_and_inverse(a)[2],
+    })
+except ImportError:
+    pass
 
 def median_us(f, a):
     jax.block_until_ready(f(a))
@@ -43,13 +70,9 @@ def median_us(f, a):
     return float(np.median(times) * 1e6)
 
 out = {"jax": jax.__version__}
-for name, shape in (("LiH", (256, 4, 2, 2)), ("N2", (128, 8, 7, 7))):
+for name, shape in (("LiH", (256, 4, 2, 2)), ("N2", (128, 8, 7, 7)), ("30e", (128, 16, 15, 15))):
     a = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
-    out[name] = {
-        "slogdet": median_us(jax.jit(lambda a: jnp.linalg.slogdet(a)[1]), a),
-        "slogdet_grad": median_us(jax.jit(jax.grad(lambda a: jnp.linalg.slogdet(a)[1].sum())), a),
-        "engine_lu_inverse": median_us(jax.jit(lambda a: lu_logdet_inverse(a)[2]), a),
-    }
+    out[name] = {case: median_us(jax.jit(f), a) for case, f in cases.items()}
 print(json.dumps(out))
 """
 
@@ -57,7 +80,12 @@ print(json.dumps(out))
 def bench_step(python: str, args: list[str]) -> tuple[str, dict[str, float]]:
     """(jax version and XLA_FLAGS, {part: median ms}) of one `vmcjet bench step` in `python`."""
     version = subprocess.run(
-        [python, "-c", "import os, jax; print(jax.__version__, os.environ.get('XLA_FLAGS', ''))"],
+        [
+            python,
+            "-c",
+            "import os, jax; print(jax.__version__, os.environ.get('XLA_FLAGS', ''),"
+            " os.environ.get('BENCH_LABEL', ''))",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -99,8 +127,10 @@ def report(versions: list[str], steps: dict, probes: dict, args: list[str]) -> s
         part: [statistics.median(steps[v][part]) for v in versions] for part in steps[versions[0]]
     }
     lu = {
-        f"{system} {op}": [statistics.median(p[system][op] for p in probes[v]) for v in versions]
-        for system in ("LiH", "N2")
+        f"{system} {op}": [
+            statistics.median(p[system].get(op, math.nan) for p in probes[v]) for v in versions
+        ]
+        for system in ("LiH", "N2", "30e")
         for op in probes[versions[0]][0][system]
     }
     lines = [f"`vmcjet bench step {' '.join(args)}`, medians over rounds (ms)", ""]

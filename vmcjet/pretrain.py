@@ -39,6 +39,7 @@ import optax
 from vmcjet import mcmc
 from vmcjet.config import PretrainConfig
 from vmcjet.hartree_fock import HartreeFock, hf_orbitals
+from vmcjet.linalg import slogdet
 from vmcjet.networks import Wavefunction
 from vmcjet.optim import standard_promotion
 
@@ -90,7 +91,7 @@ def mixture_log_abs_psi(
 
     def log_abs_psi(params: Params, electrons: Array) -> Array:
         alpha, beta = hf_orbitals_fn(electrons)
-        log_hf = jnp.linalg.slogdet(alpha)[1] + jnp.linalg.slogdet(beta)[1]
+        log_hf = slogdet(alpha)[1] + slogdet(beta)[1]
         log_net = log_abs_psi_fn(params, electrons)
         return 0.5 * (jnp.logaddexp(2.0 * log_hf, 2.0 * log_net) - np.log(2.0))
 

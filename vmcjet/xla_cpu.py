@@ -9,10 +9,8 @@ removing only the reduce type from XLA's list (`=-reduce`) brought both back to 
 YNNPACK: turning all YNN fusions off made SPRING's update 2x slower.
 
 The flag does not exist before jaxlib 0.10 (XLA aborts on unknown flags), so it is set only from
-0.10 on, and never when the user's XLA_FLAGS already names it. (jaxlib 0.10 is outside the
-pinned range until its LAPACK deadlock is avoided; this is ready for it and tested on it.) Like
-the allocator settings, only the `vmcjet` command (and the benchmark scripts) apply it, never an
-import of the package.
+0.10 on, and never when the user's XLA_FLAGS already names it. Like the allocator settings, only
+the `vmcjet` command (and the benchmark scripts) apply it, never an import of the package.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ on the parameters of the equations its rules read. The first two are reached thr
 (the steadier surface); the parameters through the typed accessors below (`scan_params`,
 `while_params`, `cond_branches`, `call_name`, `dot_dimensions`, `broadcast_params`,
 `slice_params`, `reduce_axes`, `reshape_params`), so a JAX upgrade that renames or reshapes one
-touches this file only. The tested JAX range is pinned in `pyproject.toml`; jax 0.10.2 passes the
-engine's tests too (docs/reliability.md).
+touches this file only. The tested JAX range (0.9.2 through 0.10.2) is `pyproject.toml`'s; CI runs
+the engine's tests on both ends (docs/reliability.md, "JAX version").
 """
 
 from collections.abc import Sequence

@@ -1,8 +1,9 @@
 """Dedicated log-determinant rules: `jnp.linalg.slogdet` and `jnp.linalg.det` of x-dependent A.
 
 Both appear in jaxprs as a `jit` named "slogdet" / "det"; `rules_control` routes them here instead
-of interpreting their LU internals. With one LU of A (..., n, n) giving log|det A|, its sign and
-A^-1, and M_k = A^-1 d_k A:
+of interpreting their LU internals. With one Gauss-Jordan elimination of A (..., n, n) giving
+log|det A|, its sign and A^-1 (`vmcjet.linalg`: XLA's own operations, no LAPACK), and
+M_k = A^-1 d_k A:
 
     d_k log|det A| = tr(M_k),
     L log|det A|   = tr(A^-1 L A) - sum_k tr(M_k M_k),
@@ -16,24 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from vmcjet.laplacian.rules import add_second
-
-
-def lu_logdet_inverse(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """One LU of `a` (..., n, n): (sign, log|det a|, a^-1)."""
-    lu, pivots, perm = lax.linalg.lu(a)
-    diag = jnp.diagonal(lu, axis1=-2, axis2=-1)
-    swaps = jnp.sum(
-        pivots != lax.broadcasted_iota(pivots.dtype, pivots.shape, pivots.ndim - 1), axis=-1
-    )
-    parity = jnp.where(swaps % 2 == 1, -1, 1).astype(a.dtype)
-    sign = parity * jnp.prod(jnp.sign(diag), axis=-1)
-    logdet = jnp.sum(jnp.log(jnp.abs(diag)), axis=-1)
-    permutation = jax.nn.one_hot(perm, a.shape[-1], dtype=a.dtype)
-    lower_inv = lax.linalg.triangular_solve(
-        lu, permutation, left_side=True, lower=True, unit_diagonal=True
-    )
-    inverse = lax.linalg.triangular_solve(lu, lower_inv, left_side=True, lower=False)
-    return sign, logdet, inverse
+from vmcjet.linalg import slogdet_and_inverse
 
 
 def logdet_stack(inverse: jax.Array, stack: jax.Array) -> jax.Array:
@@ -54,7 +38,7 @@ def logdet_stack(inverse: jax.Array, stack: jax.Array) -> jax.Array:
 def slogdet_rule(primals, dependent, **params):
     """Rule for the `jit` named "slogdet": outputs (sign, log|det A|)."""
     del dependent, params
-    sign, logdet, inverse = lu_logdet_inverse(primals[0])
+    sign, logdet, inverse = slogdet_and_inverse(primals[0])
 
     def push(stacks):
         return [None, None if stacks[0] is None else logdet_stack(inverse, stacks[0])]
@@ -65,7 +49,7 @@ def slogdet_rule(primals, dependent, **params):
 def det_rule(primals, dependent, **params):
     """Rule for the `jit` named "det"."""
     del dependent, params
-    sign, logdet, inverse = lu_logdet_inverse(primals[0])
+    sign, logdet, inverse = slogdet_and_inverse(primals[0])
     det = sign * jnp.exp(logdet)
 
     def push(stacks):

@@ -2,8 +2,8 @@
 
 Orbital matrices come per spin channel s as (K, n_s, n_orb): n_orb = n_s in block-diagonal mode
 (psi_k = det(Phi_k^alpha) det(Phi_k^beta)) and n_orb = n in full mode (the alpha and beta rows are
-stacked into one dense (K, n, n) matrix). Determinants use `jnp.linalg.slogdet` and are summed in
-the log domain,
+stacked into one dense (K, n, n) matrix). Determinants use `vmcjet.linalg.slogdet` (no LAPACK) and
+are summed in the log domain,
 
     log|psi| = m + log|sum_k s_k exp(l_k - m)|,   m = max_k l_k  (held constant under AD),
 
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from vmcjet.linalg import slogdet
 
 
 def signed_log_sum(signs: jax.Array, logs: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -45,10 +47,10 @@ def log_determinants(blocks: list[jax.Array], full: bool) -> tuple[jax.Array, ja
         signs (K,) and logs (K,).
     """
     if full:
-        return jnp.linalg.slogdet(jnp.concatenate(blocks, axis=1))
-    signs, logs = jnp.linalg.slogdet(blocks[0])
+        return slogdet(jnp.concatenate(blocks, axis=1))
+    signs, logs = slogdet(blocks[0])
     for block in blocks[1:]:
-        sign, log = jnp.linalg.slogdet(block)
+        sign, log = slogdet(block)
         signs, logs = signs * sign, logs + log
     return signs, logs
 
