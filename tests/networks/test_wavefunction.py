@@ -10,7 +10,7 @@ from tiny_networks import build, tiny_config, walker
 
 from vmcjet.config import NetworkConfig
 from vmcjet.errors import InputError
-from vmcjet.molecule import Molecule
+from vmcjet.molecule import Molecule, load_molecule
 from vmcjet.networks import make_wavefunction
 
 KINDS = ("ferminet", "psiformer")
@@ -181,3 +181,25 @@ def test_moving_the_nuclei_with_the_electrons_leaves_psi_unchanged(kind):
     g, d = jax.grad(log_psi, argnums=(0, 1))(electrons, nuclei)
     np.testing.assert_allclose(d.sum(axis=0), -g.sum(axis=0), rtol=1e-9, atol=1e-11)
     assert np.max(np.abs(np.asarray(d))) > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["ferminet", "psiformer"])
+@pytest.mark.parametrize("ecp", ["", "ccecp"])
+def test_cusp_at_a_nucleus_only_without_an_ecp(kind, ecp):
+    # An ECP's potential is finite at its nucleus, so psi must be smooth there: the derivative of
+    # log|psi| along x is the same just left and just right of the nucleus. Without an ECP the
+    # distance features and envelopes give psi its electron-nucleus cusp: the two sides differ.
+    wf, params, molecule = build(kind, load_molecule("O", ecp=ecp), key=2)
+    electrons = walker(molecule, seed=3)
+    step = jnp.asarray([1e-6, 0.0, 0.0])
+
+    def slope(position):
+        moved = electrons.at[0].set(position)
+        return jax.grad(lambda x: wf.apply(params, moved.at[0].set(x))[1])(position)[0]
+
+    centre = jnp.asarray(molecule.coords[0])
+    jump = abs(float(slope(centre + step) - slope(centre - step)))
+    if ecp:
+        assert jump < 1e-4
+    else:
+        assert jump > 1e-2

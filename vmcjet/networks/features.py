@@ -1,5 +1,10 @@
 """Input features: electron-nucleus and electron-electron vectors and distances (bohr).
 
+The distance to a nucleus with an effective core potential is softened to sqrt(|r - R|^2 + 1)
+(bohr): the ECP's potential is finite at its nucleus, so the true wavefunction has no cusp there,
+and a plain |r - R| in the features or the envelopes would put one in, a kinetic-energy term
+~ 1/|r - R| that nothing cancels (docs/observables.md, "Pseudopotentials").
+
 The self-distances r_ii are built as sqrt(|r_i - r_i|^2 + 1) * 0 so that they are exactly zero
 with finite derivatives of every order (a plain norm has an infinite derivative at zero, which
 would poison the gradient and Laplacian of everything downstream with NaN).
@@ -11,21 +16,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+SOFTENING = 1.0  # bohr: distances to ECP nuclei are sqrt(|r - R|^2 + SOFTENING^2)
 
-def electron_nucleus(electrons: jax.Array, coords: jax.Array) -> tuple[jax.Array, jax.Array]:
+
+def electron_nucleus(
+    electrons: jax.Array, coords: jax.Array, smooth: np.ndarray | None = None
+) -> tuple[jax.Array, jax.Array]:
     """Electron-nucleus vectors and distances.
 
     Args:
         electrons: (n, 3) electron positions, bohr.
         coords: (n_atoms, 3) nuclear positions, bohr.
+        smooth: (n_atoms,) True for nuclei with an effective core potential, whose distances are
+            softened to sqrt(|r_i - R_I|^2 + SOFTENING^2); None: none.
 
     Returns:
         ae: (n, n_atoms, 3) vectors r_i - R_I, bohr.
-        r_ae: (n, n_atoms, 1) distances |r_i - R_I|, bohr.
+        r_ae: (n, n_atoms, 1) distances |r_i - R_I| (softened for `smooth` nuclei), bohr.
     """
     ae = electrons[:, None, :] - coords[None, :, :]
-    r_ae = jnp.sqrt(jnp.sum(ae * ae, axis=-1, keepdims=True))
-    return ae, r_ae
+    squared = jnp.sum(ae * ae, axis=-1, keepdims=True)
+    if smooth is not None and np.any(smooth):
+        softening = np.where(smooth, SOFTENING**2, 0.0)[None, :, None].astype(electrons.dtype)
+        squared = squared + softening
+    return ae, jnp.sqrt(squared)
 
 
 def electron_electron(electrons: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -110,6 +110,7 @@ class _Layout(NamedTuple):
     n_beta: int
     groups: tuple[tuple[int, int], ...]  # (start, stop) of the non-empty spin channels
     coords: np.ndarray  # (n_atoms, 3) nuclei, bohr
+    smooth: np.ndarray  # (n_atoms,) True for nuclei with an ECP (softened distances, no cusp)
 
 
 def _layout(molecule: Molecule) -> _Layout:
@@ -120,7 +121,8 @@ def _layout(molecule: Molecule) -> _Layout:
             "check the charge and spin (2S = N_alpha - N_beta >= 0)"
         )
     coords = np.asarray(molecule.coords, dtype=np.float64)
-    return _Layout(n_alpha, n_beta, spin_groups(n_alpha, n_beta), coords)
+    smooth = np.asarray(molecule.core_electrons or (0,) * len(coords)) > 0
+    return _Layout(n_alpha, n_beta, spin_groups(n_alpha, n_beta), coords, smooth)
 
 
 def _init_params(cfg: NetworkConfig, layout: _Layout, key: jax.Array, dtype) -> dict:
@@ -157,7 +159,7 @@ def _orbital_blocks(
     """Per spin channel (K, n_s, n_orb) orbital values at electrons (n, 3), bohr, for the
     molecule's nuclei or `nuclei` (n_atoms, 3) bohr (the only place nuclear positions enter)."""
     nuclei = layout.coords.astype(electrons.dtype) if nuclei is None else nuclei
-    ae, r_ae = electron_nucleus(electrons, nuclei)
+    ae, r_ae = electron_nucleus(electrons, nuclei, layout.smooth)
     backbone = scope(tape, "backbone")
     if cfg.kind == "ferminet":
         h = apply_ferminet(
