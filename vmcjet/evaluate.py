@@ -117,6 +117,11 @@ def _force_lines(forces: dict[str, Any]) -> list[str]:
                 statistics.format_value_error(f, e) for f, e in zip(force, error, strict=True)
             )
             lines.append(f"force {atom:<5} {label:<7} ({components}) Ha/bohr")
+        net = ", ".join(
+            statistics.format_value_error(f, e)
+            for f, e in zip(entry["net"], entry["net_errors"], strict=True)
+        )
+        lines.append(f"force net   {label:<7} ({net}) Ha/bohr (zero in expectation)")
     lines.append(f"            bare HF: {forces['hellmann_feynman']['note']}")
     return lines
 
@@ -391,7 +396,9 @@ def observable_records(series: dict[str, list]) -> dict[str, dict[str, Any]]:
 
 def force_records(steps: np.ndarray) -> dict[str, Any]:
     """eval.json's "forces" from the per-step means (steps, 2, N, 3) of `step_forces`: per
-    estimator, forces and reblocked error bars (N, 3) hartree/bohr."""
+    estimator, forces and reblocked error bars (N, 3) hartree/bohr, and the net force (3,) (the
+    sum over nuclei, zero in expectation by translation invariance) with the reblocked error bars
+    of the per-step sums (the nuclei's estimates share their electrons, so they are correlated)."""
     records: dict[str, Any] = {"units": "hartree/bohr", "atoms": steps.shape[2]}
     notes = {
         "hellmann_feynman": "infinite variance: its error bar is only indicative",
@@ -402,9 +409,12 @@ def force_records(steps: np.ndarray) -> dict[str, Any]:
             [statistics.estimate(steps[:, index, atom, k]) for k in range(3)]
             for atom in range(steps.shape[2])
         ]
+        net = [statistics.estimate(steps[:, index, :, k].sum(axis=1)) for k in range(3)]
         records[name] = {
             "forces": [[p.mean for p in atom] for atom in parts],
             "errors": [[p.error for p in atom] for atom in parts],
+            "net": [p.mean for p in net],
+            "net_errors": [p.error for p in net],
             "note": notes[name],
         }
     return records
