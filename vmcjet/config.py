@@ -58,6 +58,8 @@ class NetworkConfig:
     envelope: str = "isotropic"  # "isotropic" or "anisotropic" exponential envelopes
     inputs: str = "vectors"  # "vectors" (r_i - R_I, distances) or "distances" (rotation invariant)
     jastrow: bool | None = None  # electron-electron cusp Jastrow; None: on for psiformer only
+    # "" or "inversion": psi(r) + psi(-r) about the centre of nuclear charge (docs/networks.md)
+    symmetry: str = ""
     ferminet: FermiNetConfig = field(default_factory=FermiNetConfig)
     psiformer: PsiformerConfig = field(default_factory=PsiformerConfig)
 
@@ -366,6 +368,7 @@ NETWORK_KINDS = ("ferminet", "psiformer")  # values of network.kind
 OPTIMIZERS = ("spring", "adam", "kfac")
 KFAC_SHARING = ("expand", "reduce")  # optim.kfac.sharing (as vmcjet.optim.kfac.SHARING)
 MCMC_PROPOSALS = ("gaussian", "nucleus-scaled", "langevin")  # kernels of vmcjet.mcmc
+SYMMETRIES = ("", "inversion")  # network.symmetry: none, or psi(r) + psi(-r) (vmcjet.networks)
 HF_METHODS = ("auto", "rhf", "uhf", "rohf")  # system.hf (run by vmcjet.hartree_fock)
 # (dotted key, the names it takes): checked by `validate`.
 _CHOICES = (
@@ -375,6 +378,7 @@ _CHOICES = (
     ("system.hf", HF_METHODS),
     ("mcmc.proposal", MCMC_PROPOSALS),
     ("optim.kfac.sharing", KFAC_SHARING),
+    ("network.symmetry", SYMMETRIES),
 )
 
 
@@ -435,6 +439,11 @@ def validate(config: Config) -> None:
             raise InputError(
                 f"config key '{key}' must be one of {', '.join(choices)}, got '{value}'"
             )
+    if config.network.symmetry and config.optim.optimizer == "kfac":
+        raise InputError(
+            f"network.symmetry='{config.network.symmetry}' is not supported with KFAC (its "
+            "curvature records one network pass); use --set optim.optimizer=spring or adam"
+        )
     if config.optim.optimizer not in OPTIMIZERS:
         close = difflib.get_close_matches(config.optim.optimizer, OPTIMIZERS, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""

@@ -39,16 +39,17 @@ def test_hessian_matches_finite_differences(kind):
 
 
 @pytest.mark.parametrize(
-    ("kind", "full", "name"),
+    ("kind", "full", "name", "symmetry"),
     [
-        ("ferminet", False, "LiH"),
-        ("ferminet", True, "N2"),
-        ("psiformer", True, "LiH"),
-        ("psiformer", False, "N2"),
+        ("ferminet", False, "LiH", ""),
+        ("ferminet", True, "N2", ""),
+        ("psiformer", True, "LiH", ""),
+        ("psiformer", False, "N2", ""),
+        ("ferminet", False, "N2", "inversion"),
     ],
 )
-def test_collapsed_engine_matches_hessian(kind, full, name):
-    f, x = _log_psi(kind, name, full_determinant=full)
+def test_collapsed_engine_matches_hessian(kind, full, name, symmetry):
+    f, x = _log_psi(kind, name, full_determinant=full, symmetry=symmetry)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # every primitive of the networks has a collapsed rule
         value, grad, lap = jax.jit(forward_laplacian(f))(x)

@@ -203,3 +203,34 @@ def test_cusp_at_a_nucleus_only_without_an_ecp(kind, ecp):
         assert jump < 1e-4
     else:
         assert jump > 1e-2
+
+
+@pytest.mark.parametrize("kind", ["ferminet", "psiformer"])
+def test_inversion_symmetric_network(kind):
+    wf, params, molecule = build(kind, "N2", key=4, symmetry="inversion")
+    plain, _, _ = build(kind, "N2", key=4)
+    electrons = walker(molecule, seed=5)
+    centre = np.asarray(molecule.coords).mean(axis=0)
+    inverted = 2 * jnp.asarray(centre)[None, :] - electrons
+    sign, log = wf.apply(params, electrons)
+    sign_i, log_i = wf.apply(params, inverted)
+    assert float(sign) == float(sign_i)
+    np.testing.assert_allclose(log_i, log, rtol=1e-12)
+    # the plain network is not symmetric, and the symmetric one is its sum over the two images
+    s_r, l_r = plain.apply(params, electrons)
+    s_i, l_i = plain.apply(params, inverted)
+    assert abs(float(l_r - l_i)) > 1e-3
+    np.testing.assert_allclose(
+        float(sign * jnp.exp(log)), float(s_r * jnp.exp(l_r) + s_i * jnp.exp(l_i)), rtol=1e-10
+    )
+    swapped = electrons.at[jnp.array([0, 1])].set(electrons[jnp.array([1, 0])])
+    sign_s, log_s = wf.apply(params, swapped)  # still antisymmetric
+    assert float(sign_s) == -float(sign)
+    np.testing.assert_allclose(log_s, log, rtol=1e-12)
+
+
+def test_inversion_symmetry_needs_a_symmetric_molecule():
+    with pytest.raises(InputError, match="inversion symmetry"):
+        make_wavefunction(tiny_config("ferminet", symmetry="inversion"), load_molecule("LiH"))
+    with pytest.raises(InputError, match="network.symmetry"):
+        make_wavefunction(tiny_config("ferminet", symmetry="mirror"), load_molecule("N2"))

@@ -5,19 +5,25 @@
 `apply` returns (sign, log|psi|) for one walker; batch it with `jax.vmap`. Parameters are cast to
 the electrons' dtype inside `apply`, so float32 parameters can be evaluated in float64. An optional
 third argument, a `Tape` (vmcjet.networks.layers), records every dense layer for KFAC.
+
+`network.symmetry = "inversion"` (molecules with a centre of inversion, e.g. N2) evaluates
+psi_sym(r) = psi(r) + psi(P r), P r_i = 2 c - r_i about the centre of nuclear charge c: psi_sym is
+even under inversion, so |psi_sym|^2 and every expectation value are inversion symmetric (the
+dipole vanishes in expectation), at twice the cost; antisymmetry is kept (P moves every electron
+alike). Not with KFAC (its tape records one pass).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vmcjet.config import FermiNetConfig, NetworkConfig, PsiformerConfig
+from vmcjet.config import SYMMETRIES, FermiNetConfig, NetworkConfig, PsiformerConfig
 from vmcjet.errors import InputError
 from vmcjet.molecule import Molecule
 from vmcjet.networks.determinants import dense_matrices, log_determinants, signed_log_sum
@@ -59,6 +65,8 @@ def resolve_config(cfg: NetworkConfig) -> NetworkConfig:
     check_envelope(cfg.envelope)
     if cfg.inputs not in INPUTS:
         raise InputError(f"unknown network.inputs '{cfg.inputs}'; use 'vectors' or 'distances'")
+    if cfg.symmetry not in SYMMETRIES:
+        raise InputError(f"unknown network.symmetry '{cfg.symmetry}'; use '' or 'inversion'")
     if cfg.preset == "paper":
         default = NetworkConfig()
         sizes = PAPER_SIZES[cfg.kind]
@@ -187,23 +195,61 @@ def _same_spin_coincide(electrons: jax.Array, layout: _Layout) -> jax.Array:
     return coincide
 
 
+def _check_inversion_symmetric(molecule: Molecule) -> None:
+    """InputError unless inverting the nuclei through their centre of charge maps each nucleus
+    onto one of the same charge (within 1e-6 bohr)."""
+    coords, charges = np.asarray(molecule.coords), np.asarray(molecule.charges)
+    images = 2 * inversion_centre(coords, charges) - coords
+    gaps = np.linalg.norm(images[:, None, :] - coords[None, :, :], axis=-1)
+    same = charges[:, None] == charges[None, :]
+    if not np.all(np.any((gaps < 1e-6) & same, axis=1)):
+        raise InputError(
+            f"network.symmetry='inversion' needs a molecule with inversion symmetry; "
+            f"{molecule.name}'s nuclei are not (remove the setting)"
+        )
+
+
+def inversion_centre(coords: Any, charges: Any) -> Any:
+    """Centre of nuclear charge sum_I Z_I R_I / sum_I Z_I (3,), bohr (numpy or jax arrays)."""
+    return (charges[:, None] * coords).sum(axis=0) / charges.sum()
+
+
 def make_wavefunction(network_config: NetworkConfig, molecule: Molecule) -> Wavefunction:
     """The wavefunction of `molecule` described by `network_config` (see the module docstring)."""
     cfg = resolve_config(network_config)
     layout = _layout(molecule)
+    if cfg.symmetry == "inversion":
+        _check_inversion_symmetric(molecule)
+    charges = np.asarray(molecule.charges, dtype=np.float64)
 
     def init(*, key: jax.Array, dtype=jnp.float32) -> dict:
         return _init_params(cfg, layout, key, dtype)
 
-    def apply(
-        params: dict, electrons: jax.Array, tape: Tape | None = None, *, nuclei=None
+    def network(
+        params: dict, electrons: jax.Array, tape: Tape | None, nuclei
     ) -> tuple[jax.Array, jax.Array]:
-        params = _cast(params, electrons.dtype)
         blocks = _orbital_blocks(cfg, layout, params, electrons, tape, nuclei)
         sign, log_abs = signed_log_sum(*log_determinants(blocks, cfg.full_determinant))
         if cfg.jastrow:
             jastrow = apply_jastrow(params["jastrow"], electrons, layout.n_alpha, layout.n_beta)
             log_abs = log_abs + jastrow
+        return sign, log_abs
+
+    def apply(
+        params: dict, electrons: jax.Array, tape: Tape | None = None, *, nuclei=None
+    ) -> tuple[jax.Array, jax.Array]:
+        params = _cast(params, electrons.dtype)
+        if cfg.symmetry == "inversion":
+            if tape is not None:
+                raise InputError("network.symmetry='inversion' cannot record a KFAC tape")
+            coords = layout.coords.astype(electrons.dtype) if nuclei is None else nuclei
+            centre = inversion_centre(coords, jnp.asarray(charges, electrons.dtype))
+            inverted = 2 * centre[None, :] - electrons
+            sign_r, log_r = network(params, electrons, None, nuclei)
+            sign_i, log_i = network(params, inverted, None, nuclei)
+            sign, log_abs = signed_log_sum(jnp.stack([sign_r, sign_i]), jnp.stack([log_r, log_i]))
+        else:
+            sign, log_abs = network(params, electrons, tape, nuclei)
         return sign, jnp.where(_same_spin_coincide(electrons, layout), -jnp.inf, log_abs)
 
     def orbitals(params: dict, electrons: jax.Array) -> jax.Array:
