@@ -97,3 +97,16 @@ def test_bad_case_or_method_is_input_error():
         make_case("resnet")
     with pytest.raises(InputError, match="bad methods \\['backprop'\\]"):
         run_kinetic_benchmark(["mlp"], ["backprop"], [4], 1)
+
+
+def test_taylor_paper_probe_has_its_widths():
+    case = make_case("mlp-taylor")
+    assert case.name == "mlp-taylor"
+    assert [w.shape for w, _ in case.params] == [
+        (50, 768),
+        (768, 768),
+        (768, 512),
+        (512, 512),
+        (512, 1),
+    ]
+    assert case.sample(3, key=jax.random.key(0)).shape == (3, 50)

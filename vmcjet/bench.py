@@ -35,6 +35,8 @@ from vmcjet.laplacian.methods import LAPLACIAN_METHODS
 Array = jax.Array
 MIB = 2.0**20
 PROBE_WIDTHS = (5, 1024, 768, 512, 256, 128, 1)  # the talk's tanh MLP probe
+# The collapsed Taylor-mode paper's probe (Dangel et al. 2025): tanh MLP with D = 50 inputs.
+TAYLOR_PAPER_WIDTHS = (50, 768, 768, 512, 512, 1)
 DEFAULT_CASES = (
     "mlp",
     *(f"{kind}-{mol}" for kind in ("ferminet", "psiformer") for mol in ("LiH", "N2", "P2")),
@@ -63,7 +65,7 @@ def mlp_case(widths: Sequence[int] = PROBE_WIDTHS, *, dtype=jnp.float32, name="m
     """The tanh MLP probe: x (widths[0],) -> scalar, tanh on every hidden layer, linear output."""
     keys = jax.random.split(jax.random.key(0), len(widths) - 1)
     params = [
-        (jax.random.normal(k, (m, n), dtype) / np.sqrt(m), jnp.zeros((n,), dtype))
+        (jax.random.normal(k, (m, n), dtype) * m**-0.5, jnp.zeros((n,), dtype))
         for k, m, n in zip(keys, widths[:-1], widths[1:], strict=True)
     ]
 
@@ -99,12 +101,17 @@ def network_case(kind: str, molecule_name: str, *, dtype=jnp.float32) -> Kinetic
 
 
 def make_case(name: str, *, dtype=jnp.float32) -> KineticCase:
-    """ "mlp" or "<ferminet|psiformer>-<catalogue molecule>" (e.g. "ferminet-N2")."""
+    """ "mlp", "mlp-taylor" (`TAYLOR_PAPER_WIDTHS`) or "<ferminet|psiformer>-<catalogue
+    molecule>" (e.g. "ferminet-N2")."""
     if name == "mlp":
         return mlp_case(dtype=dtype)
+    if name == "mlp-taylor":
+        return mlp_case(TAYLOR_PAPER_WIDTHS, dtype=dtype, name=name)
     kind, _, molecule_name = name.partition("-")
     if kind not in NETWORKS or not molecule_name:
-        raise InputError(f"unknown benchmark case {name!r}; use 'mlp' or e.g. 'ferminet-N2'")
+        raise InputError(
+            f"unknown benchmark case {name!r}; use 'mlp', 'mlp-taylor' or e.g. 'ferminet-N2'"
+        )
     return network_case(kind, molecule_name, dtype=dtype)
 
 
