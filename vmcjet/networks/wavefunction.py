@@ -247,7 +247,9 @@ def make_wavefunction(network_config: NetworkConfig, molecule: Molecule) -> Wave
             inverted = 2 * centre[None, :] - electrons
             sign_r, log_r = network(params, electrons, None, nuclei)
             sign_i, log_i = network(params, inverted, None, nuclei)
-            sign, log_abs = signed_log_sum(jnp.stack([sign_r, sign_i]), jnp.stack([log_r, log_i]))
+            # concatenate, not jnp.stack: jax 0.10's `stack` primitive has no engine rule
+            signs = jnp.concatenate([sign_r[None], sign_i[None]])
+            sign, log_abs = signed_log_sum(signs, jnp.concatenate([log_r[None], log_i[None]]))
         else:
             sign, log_abs = network(params, electrons, tape, nuclei)
         return sign, jnp.where(_same_spin_coincide(electrons, layout), -jnp.inf, log_abs)
