@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from vmcjet.errors import InputError
+from vmcjet.networks.layers import dense, init_dense
 
 
 class HollowNet(NamedTuple):
@@ -60,20 +61,16 @@ class HollowNet(NamedTuple):
 def _init_mlp(key: jax.Array, widths: tuple[int, ...], dtype) -> list[dict]:
     keys = jax.random.split(key, len(widths) - 1)
     return [
-        {
-            "w": jax.random.normal(k, (n_in, n_out), dtype) * n_in**-0.5,
-            "b": jnp.zeros((n_out,), dtype),
-        }
+        init_dense(k, n_in, n_out, dtype=dtype)
         for k, n_in, n_out in zip(keys, widths[:-1], widths[1:], strict=True)
     ]
 
 
 def _mlp(layers: list[dict], x: jax.Array) -> jax.Array:
     """tanh MLP over the last axis, linear last layer."""
-    for layer in layers:
-        x = x @ layer["w"] + layer["b"].reshape((1,) * (x.ndim - 1) + (-1,))
-        x = jnp.tanh(x) if layer is not layers[-1] else x
-    return x
+    for layer in layers[:-1]:
+        x = jnp.tanh(dense(layer, x))
+    return dense(layers[-1], x)
 
 
 def hollow_net(dim: int, *, hidden: int = 16, layers: int = 2) -> HollowNet:
