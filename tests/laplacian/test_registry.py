@@ -7,7 +7,7 @@ import pytest
 
 from vmcjet.laplacian._jax_internals import prims
 from vmcjet.laplacian.registry import Registry, default_registry, rule_for
-from vmcjet.laplacian.rules import linear_rule
+from vmcjet.laplacian.rules import fallback_rule, linear_rule
 from vmcjet.laplacian.rules_doc import RULES_DOC, rules_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,14 +19,14 @@ def test_docs_rules_table_is_current():
 
 
 def test_registering_a_primitive_twice_is_an_error():
-    registry = Registry()
+    registry = Registry(fallback_rule)
     registry.register(prims.neg_p, linear_rule(prims.neg_p), lazy=False)
     with pytest.raises(ValueError, match="'neg' is registered twice"):
         registry.register(prims.neg_p, linear_rule(prims.neg_p), lazy=False)
 
 
 def test_extend_needs_a_rule_and_adds_each_fast_path_once():
-    registry = Registry()
+    registry = Registry(fallback_rule)
     with pytest.raises(ValueError, match="no rule for 'neg'"):
         registry.extend(prims.neg_p, lambda rule: rule, description="x")
     registry.register(prims.neg_p, linear_rule(prims.neg_p), lazy=False)

@@ -45,18 +45,38 @@ Optional electron-wise sparsity (`electron_sparsity=True`, `rules_sparse.py`): f
 positions (n, 3), per-electron intermediates carry 3 first-order rows and pair intermediates 6
 instead of 3n, until a primitive without a sparse rule (e.g. a mean over electrons) densifies them.
 
-Public entry point: `forward_laplacian`.
+Higher orders (`forward_operator`, `operator.py`, rules in `taylor.py`): any operator
+sum_k w_k d^m f[v_k, ..., v_k] collapses the same way. Per direction the stack carries the Taylor
+coefficients of the orders below m, and ONE weighted sum at order m, (m - 1) K + 1 rows in all
+(standard Taylor mode: m K). The top order can be summed for the reason above: in Faa di Bruno's
+formula d^m g(p) = sum over set partitions of {1..m} of g^(blocks)(p) prod_blocks p_|block|, the one
+term with p_m is g'(p) p_m, linear in it with a factor shared by all k; Leibniz's rule for products
+and the trace-log series of log|det| have the same shape. The linear, structural and control-flow
+rules act on every row alike and are shared. The biharmonic Delta^2 f = sum_ij f_iijj needs mixed
+fourth derivatives; from d4[e_i +- e_j] = f_iiii +- 4 f_iiij + 6 f_iijj +- 4 f_ijjj + f_jjjj,
+
+    Delta^2 f = (4 - D)/3 sum_i d4[e_i] + 1/6 sum_{i<j} (d4[e_i + e_j] + d4[e_i - e_j]),
+
+D^2 directions at order 4 (`biharmonic`). Randomised estimates (`stochastic_operator`): Gaussian
+directions give E[d4[v]] = 3 Delta^2 f.
+
+Public entry points: `forward_laplacian`, `forward_operator`, `biharmonic`, `stochastic_laplacian`,
+`stochastic_operator`.
 """
 
 from vmcjet.laplacian.engine import forward_laplacian
 from vmcjet.laplacian.kinetic import make_kinetic_energy
 from vmcjet.laplacian.methods import LAPLACIAN_METHODS, laplacian_method
-from vmcjet.laplacian.stochastic import stochastic_laplacian
+from vmcjet.laplacian.operator import biharmonic, forward_operator
+from vmcjet.laplacian.stochastic import stochastic_laplacian, stochastic_operator
 
 __all__ = [
     "LAPLACIAN_METHODS",
+    "biharmonic",
     "forward_laplacian",
+    "forward_operator",
     "laplacian_method",
     "make_kinetic_energy",
     "stochastic_laplacian",
+    "stochastic_operator",
 ]

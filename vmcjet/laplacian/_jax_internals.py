@@ -39,6 +39,7 @@ __all__ = [
     "slice_params",
     "reduce_axes",
     "reshape_params",
+    "stack_primitive",
 ]
 
 
@@ -138,3 +139,14 @@ def reduce_axes(params: dict) -> tuple[int, ...]:
 def reshape_params(params: dict) -> tuple[tuple[int, ...], Any]:
     """(new_sizes, dimensions) of a `reshape` (dimensions: None or a permutation)."""
     return tuple(params["new_sizes"]), params["dimensions"]
+
+
+def stack_primitive() -> Primitive | None:
+    """The primitive `jnp.stack` binds (jax 0.10 has one, not exported by `jax.extend`), or None
+    where `jnp.stack` is a concatenation of reshapes (jax 0.9)."""
+    import jax
+    import jax.numpy as jnp
+
+    eqns = jax.make_jaxpr(lambda a: jnp.stack([a, a]))(jax.ShapeDtypeStruct((1,), jnp.float32))
+    primitive = eqns.jaxpr.eqns[-1].primitive
+    return primitive if primitive.name == "stack" else None

@@ -2,7 +2,7 @@
 
 `linearize_jaxpr` walks a jaxpr once on primal values (the *primal stage*): equations that do not
 depend on x are evaluated as they are, the others go through their rule (`registry.rule_for`,
-falling back to nested jvps), which also returns a `push`. The returned `push` then maps input
+falling back to nested jvps; `registry.rule_or_fallback`), which also returns a `push`. The returned `push` then maps input
 stacks to output stacks by calling those pushes in order. `forward_laplacian` seeds the input
 stack with the directions and, when chunking, calls `push` inside a `lax.fori_loop`, so that every
 primal intermediate (and every residual such as f'(x)) is computed once, outside the loop. With
@@ -20,8 +20,8 @@ from jax import lax
 from vmcjet.errors import InputError
 from vmcjet.laplacian import rules_sparse
 from vmcjet.laplacian._jax_internals import Jaxpr, Literal, bind_equation
-from vmcjet.laplacian.registry import rule_for
-from vmcjet.laplacian.rules import LazyPush, Rows, fallback_rule, materialize
+from vmcjet.laplacian.registry import rule_or_fallback
+from vmcjet.laplacian.rules import LazyPush, Rows, materialize
 
 Triple = tuple[jax.Array, jax.Array, jax.Array]
 
@@ -66,7 +66,7 @@ def linearize_jaxpr(
         invals = [read(v) for v in eqn.invars]
         flags = [_is_dependent(v, depends) for v in eqn.invars]
         if any(flags) and any(_inexact(v) for v in eqn.outvars):
-            rule = rule_for(eqn.primitive) or fallback_rule(eqn.primitive)
+            rule = rule_or_fallback(eqn.primitive)
             outs, step = rule(invals, flags, **eqn.params)
             steps.append((eqn.invars, eqn.outvars, step))
             depends.update(v for v in eqn.outvars if _inexact(v))
@@ -178,7 +178,7 @@ def _sparse_chunks(push: Callable, x: jax.Array, value: jax.Array, chunk: int | 
     return first[: 3 * n], second
 
 
-def _check_directions(directions, x: jax.Array) -> jax.Array:
+def check_directions(directions, x: jax.Array) -> jax.Array:
     if directions is None:
         return jnp.eye(x.size, dtype=x.dtype).reshape((x.size,) + x.shape)
     directions = jnp.asarray(directions)
@@ -225,7 +225,7 @@ def forward_laplacian(
         x = jnp.asarray(x)
         if not jnp.issubdtype(x.dtype, jnp.floating):
             raise InputError(f"x has dtype {x.dtype}; pass a floating-point array (e.g. float64)")
-        vectors = _check_directions(directions, x)
+        vectors = check_directions(directions, x)
         closed = jax.make_jaxpr(f)(jax.ShapeDtypeStruct(x.shape, x.dtype))
         if len(closed.jaxpr.outvars) != 1:
             raise InputError("f must return a single array; wrap pytree outputs in a function")

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from vmcjet.laplacian import rules_sparse
-from vmcjet.laplacian._jax_internals import Primitive, bind_primitive, prims
+from vmcjet.laplacian._jax_internals import Primitive, bind_primitive, prims, stack_primitive
 from vmcjet.laplacian.rules_sparse import Sparse
 
 Push = Callable[[list], list]
@@ -413,7 +413,7 @@ def fallback_rule(primitive: Primitive) -> Callable:
         if primitive.name not in _WARNED:
             _WARNED.add(primitive.name)
             warnings.warn(
-                f"forward_laplacian: no rule for primitive '{primitive.name}', using the generic "
+                f"vmcjet.laplacian: no rule for primitive '{primitive.name}', using the generic "
                 "(nested jvp) fallback, which is slower",
                 stacklevel=2,
             )
@@ -472,16 +472,27 @@ _ZERO = (
 
 def register_rules(registry) -> None:
     """Registers this module's rules (see `vmcjet.laplacian.registry`)."""
+    register_structural(registry)
+    for primitive, rule in ((prims.mul_p, _mul), (prims.div_p, _div)):
+        registry.register(primitive, rule, lazy=True)
+    registry.register(prims.pow_p, _pow, lazy=False)
+
+
+def register_structural(registry) -> None:
+    """Registers the rules that hold for stacks of any order (`vmcjet.laplacian.taylor` shares
+    them): linear and structural primitives, piecewise selections (max, min, clamp, reduce_max,
+    reduce_min), zero derivatives, and add and sub (whose pushes also keep `Rows`)."""
     for primitive in _LINEAR:
         registry.register(primitive, linear_rule(primitive), lazy=False)
     for primitive, operands in _LINEAR_IN.items():
         registry.register(primitive, linear_rule(primitive, operands), lazy=False)
+    stack_p = stack_primitive()
+    if stack_p is not None:  # jax >= 0.10
+        registry.register(stack_p, linear_rule(stack_p, None), lazy=False)
     for primitive in _ZERO:
         registry.register(primitive, zero_rule(primitive), lazy=False)
-    for primitive, rule in ((prims.add_p, _add), (prims.sub_p, _sub), (prims.mul_p, _mul),
-                            (prims.div_p, _div)):  # fmt: skip
+    for primitive, rule in ((prims.add_p, _add), (prims.sub_p, _sub)):
         registry.register(primitive, rule, lazy=True)
-    registry.register(prims.pow_p, _pow, lazy=False)
     registry.register(prims.clamp_p, _clamp, lazy=False)
     registry.register(prims.max_p, _minmax_rule(prims.max_p, lambda a, b: a > b), lazy=False)
     registry.register(prims.min_p, _minmax_rule(prims.min_p, lambda a, b: a < b), lazy=False)

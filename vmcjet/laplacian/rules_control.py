@@ -1,7 +1,8 @@
 """Rules for nested jaxprs and control flow: jit, calls, remat, custom_jvp/vjp, scan, while, cond.
 
-Calls are interpreted inline (their inner jaxpr goes through the same interpreter), except the
-`jit`s named "slogdet" and "det", which get the dedicated rules of `rules_linalg`. custom_jvp and
+Calls are interpreted inline (their inner jaxpr goes through the same interpreter), except
+`jit`s with a named rule in the active registry (`Registry.register_call`: "slogdet" and "det",
+`rules_linalg`). custom_jvp and
 custom_vjp functions are differentiated through their primal function. Loops carry
 (primal, stack) pairs; a carry gets a stack when its initial value or its update depends on x
 (found by abstract evaluation of the body to a fixed point). Predicates and branch indices are
@@ -24,11 +25,9 @@ from vmcjet.laplacian._jax_internals import (
     scan_params,
     while_params,
 )
+from vmcjet.laplacian import registry as registries
 from vmcjet.laplacian.engine import linearize_jaxpr
 from vmcjet.laplacian.rules import LazyPush, num_rows, zeros_stack
-from vmcjet.laplacian.rules_linalg import det_rule, slogdet_rule
-
-_NAMED_JITS = {"slogdet": slogdet_rule, "det": det_rule}
 
 
 def _call_rule(primals, dependent, **params):
@@ -38,8 +37,7 @@ def _call_rule(primals, dependent, **params):
 
 
 def _jit_rule(primals, dependent, **params):
-    name = call_name(params)
-    special = None if name is None else _NAMED_JITS.get(name)
+    special = registries.current().call_rule(call_name(params))
     if special is not None and len(primals) == 1 and primals[0].ndim >= 2:
         return special(primals, dependent, **params)
     return _call_rule(primals, dependent, **params)

@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from vmcjet.laplacian.registry import Registry, default_registry
+from vmcjet.laplacian._jax_internals import stack_primitive
+from vmcjet.laplacian.registry import Registry, default_registry, source_of
 
 RULES_DOC = "docs/rules.md"
 
@@ -22,15 +23,23 @@ def rules_markdown(registry: Registry) -> str:
         "listed go through `rules.fallback_rule` (nested jvps, slower, with a warning). Lazy",
         "stacks: the rule's push takes lazy stacks (`Rows`, `Sparse`, `Broadcast`, `Concat`, ...);",
         "otherwise the engine materialises them first. Fast paths: handlers for lazy stacks",
-        "added to a rule registered before (`Registry.extend`).",
+        "added to a rule registered before (`Registry.extend`). A `jit` named as in the",
+        "second table gets that rule instead of having its body interpreted. `stack` is a",
+        "primitive from jax 0.10 on (before, `jnp.stack` concatenates reshapes).",
         "",
         "| primitive | rule | lazy stacks | fast paths |",
         "|---|---|---|---|",
     ]
-    for primitive, entry in sorted(registry.entries().items(), key=lambda item: item[0].name):
+    rows = {}
+    for primitive, entry in registry.entries().items():
         fast = "; ".join(f"`{path}`" for path in entry.fast_paths) or "-"
         lazy = "yes" if entry.lazy else "no"
-        lines.append(f"| `{primitive.name}` | `{entry.source}` | {lazy} | {fast} |")
+        rows[primitive.name] = f"| `{primitive.name}` | `{entry.source}` | {lazy} | {fast} |"
+    if stack_primitive() is None:  # the same table on jax 0.9 as on 0.10
+        rows["stack"] = "| `stack` | `rules.linear_rule` | no | - |"
+    lines += [rows[name] for name in sorted(rows)]
+    lines += ["", "| `jit` named | rule |", "|---|---|"]
+    lines += [f"| `{name}` | `{source_of(rule)}` |" for name, rule in sorted(registry.calls().items())]
     return "\n".join(lines) + "\n"
 
 

@@ -65,7 +65,7 @@ class Concat(NamedTuple):
         return jnp.concatenate(parts, axis=self.dimension + 1)
 
 
-def _broadcast_rule(primals, dependent, **params):
+def broadcast_rule(primals, dependent, **params):
     del dependent
     out = prims.broadcast_in_dim_p.bind(*primals, **params)
     shape, dims = broadcast_params(params)
@@ -80,7 +80,7 @@ def _broadcast_rule(primals, dependent, **params):
     return [out], LazyPush(push)
 
 
-def _concatenate_rule(primals, dependent, *, dimension):
+def concatenate_rule(primals, dependent, *, dimension):
     del dependent
     out = prims.concatenate_p.bind(*primals, dimension=dimension)
 
@@ -127,7 +127,7 @@ def _dot_concat(t: Concat, const, params, axis: int):
         part = lax.slice_in_dim(const, start, start + x.shape[t.dimension], axis=axis)
         start += x.shape[t.dimension]
         if isinstance(piece, (Broadcast, Sparse)):
-            terms.append(materialize(_dot_lhs_stack(piece, part, params)))
+            terms.append(materialize(dot_constant_stack(piece, part, params)))
         elif piece is not None:
             dense.append(piece)
             dense_parts.append(part)
@@ -138,7 +138,7 @@ def _dot_concat(t: Concat, const, params, axis: int):
     return sum(terms[1:], terms[0])
 
 
-def _dot_lhs_stack(t, const, params):
+def dot_constant_stack(t, const, params):
     """Stack of dot_general(lhs, const) from the (possibly lazy) stack `t` of lhs."""
     (lc, rc), (lb, _) = dot_dimensions(params)
     if isinstance(t, Concat) and not lb and t.dimension in lc:
@@ -164,7 +164,7 @@ def _dot_general_rule(primals, dependent, **params):
     def push(stacks):
         ta, tb = stacks
         if tb is None:
-            return [_dot_lhs_stack(ta, b, params)]
+            return [dot_constant_stack(ta, b, params)]
         if ta is None and isinstance(tb, Rows):
             return [tb.map(lambda s: _dot(a, s, params))]
         tb = materialize(tb)
@@ -238,11 +238,16 @@ _FAST_PATHS = {
 }
 
 
+def register_lazy_structure(registry) -> None:
+    """Registers broadcast_in_dim and concatenate, whose stacks stay lazy (any order)."""
+    registry.register(prims.broadcast_in_dim_p, broadcast_rule, lazy=True)
+    registry.register(prims.concatenate_p, concatenate_rule, lazy=True)
+
+
 def register_rules(registry) -> None:
     """Registers this module's rules, then its fast paths for lazy stacks on four linear
     primitives registered by `rules` (see `vmcjet.laplacian.registry`)."""
-    registry.register(prims.broadcast_in_dim_p, _broadcast_rule, lazy=True)
-    registry.register(prims.concatenate_p, _concatenate_rule, lazy=True)
+    register_lazy_structure(registry)
     registry.register(prims.dot_general_p, _dot_general_rule, lazy=True)
     for primitive, (handler, kinds) in _FAST_PATHS.items():
         names = ", ".join(kind.__name__ for kind in kinds)

@@ -74,6 +74,10 @@ _ELEMENTWISE = {
     prims.square_p: lambda x, y: (2 * x, 2.0),
 }
 
+# every unary elementwise primitive with a rule here (`vmcjet.laplacian.taylor` takes its
+# higher derivatives from JAX's own jvp rules of the same primitives)
+UNARY_PRIMITIVES = (*_ELEMENTWISE, prims.integer_pow_p)
+
 
 def register_rules(registry) -> None:
     """Registers this module's rules (see `vmcjet.laplacian.registry`)."""

@@ -60,3 +60,9 @@ def det_rule(primals, dependent, **params):
         return [add_second(det[None] * log_stack, det * jnp.sum(first * first, axis=0))]
 
     return [det], push
+
+
+def register_rules(registry) -> None:
+    """Registers the named-call rules of this module (see `vmcjet.laplacian.registry`)."""
+    registry.register_call("slogdet", slogdet_rule)
+    registry.register_call("det", det_rule)

@@ -1,0 +1,422 @@
+"""Collapsed Taylor mode of order m: the stack, the rules that depend on m, and their registry.
+
+For an operator sum_k w_k d^m f[v_k, ..., v_k] every intermediate array p carries the stack
+
+    (p_{j,k} = d^j p[v_k, ..., v_k]  for j = 1..m-1 and k = 1..K,   T = sum_k w_k d^m p[v_k, ...]),
+
+an array of (m - 1) K + 1 rows in that order: row (j - 1) K + k - 1 is p_{j,k} and the last row is
+T (for m = 2 and w = 1 this is the Laplacian stack of `rules`, K first-order rows and L). At the
+input p_{1,k} = v_k, p_{j,k} = 0 for j > 1 and T = 0 (for m = 1, T = sum_k w_k v_k).
+
+Why the top order can be summed: for q = g(p), Faa di Bruno's formula gives per direction
+
+    d^n q = sum over the partitions pi of {1..n}:  g^(|pi|)(p) prod_{B in pi} p_{|B|},
+
+and only the one-block partition holds p_n, in the term g'(p) p_n, linear in it through the same
+g'(p) for every k. So T_q = g'(p) T_p + sum_k w_k (the other terms of d^m q_k), which need only the
+orders below m. Products are alike (Leibniz: d^m (a b) = sum_j C(m, j) a_j b_{m-j}, where only
+j = 0 and j = m hold a top coefficient), and so is log|det A|: with X(t) = A0^-1 (A(t) - A0),
+log|det A(t)| = log|det A0| + tr log(I + X(t)) = ... + sum_r (-1)^(r+1) tr(X(t)^r) / r, and of the
+t^m coefficient only r = 1 holds A's top coefficient, as tr(A0^-1 A_m).
+
+Rules here: unary elementwise primitives (derivatives g^(1..m) from JAX's own jvp rules, once per
+primal), mul and dot_general (bilinear, Leibniz), div (a * (1/b)), pow, the named calls "slogdet" and
+"det", and a fallback from nested jvps along each direction's Taylor curve. Linear, structural and
+control-flow rules are shared with the Laplacian (`rules.register_structural`,
+`rules_dot.register_lazy_structure`, `rules_control`): they act on every row alike. The order is
+read from `layout` while the primal stage runs; the weights (of the current chunk of directions)
+while the pushes run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import math
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from vmcjet.laplacian import rules, rules_control, rules_dot
+from vmcjet.laplacian._jax_internals import Primitive, bind_primitive, prims
+from vmcjet.laplacian.registry import Registry
+from vmcjet.laplacian.rules_elementwise import UNARY_PRIMITIVES
+from vmcjet.linalg import slogdet_and_inverse
+
+Array = jax.Array
+
+
+class Layout(NamedTuple):
+    """The order m of the stacks and, while pushing, the weights w (K,) of the directions."""
+
+    order: int
+    weights: Array | None = None
+
+
+_LAYOUT: contextvars.ContextVar[Layout] = contextvars.ContextVar("taylor_layout")
+
+
+@contextlib.contextmanager
+def layout(order: int, weights: Array | None = None) -> Iterator[None]:
+    """Within the block, rules build stacks of `order` weighted by `weights`."""
+    token = _LAYOUT.set(Layout(order, weights))
+    try:
+        yield
+    finally:
+        _LAYOUT.reset(token)
+
+
+def _order() -> int:
+    return _LAYOUT.get().order
+
+
+def _weighted_sum(terms: Array) -> Array:
+    """sum_k w_k terms[k] for terms of shape (K,) + s."""
+    weights = _LAYOUT.get().weights
+    if weights is None:
+        raise RuntimeError("a Taylor push ran outside `layout(order, weights)`")
+    return jnp.tensordot(weights.astype(terms.dtype), terms, axes=1)
+
+
+def seed(directions: Array, weights: Array, order: int) -> Array:
+    """The input stack for directions (K,) + s: rows v_k, zeros for orders 2..m-1, then T."""
+    if order == 1:
+        return jnp.tensordot(weights.astype(directions.dtype), directions, axes=1)[None]
+    zeros = jnp.zeros((directions.shape[0] * (order - 2),) + directions.shape[1:], directions.dtype)
+    top = jnp.zeros(directions.shape[1:], directions.dtype)
+    return jnp.concatenate([directions, zeros, top[None]])
+
+
+def split(stack: Array, order: int) -> tuple[list[Array], Array]:
+    """A stack as [p_1, ..., p_{m-1}] (each (K,) + s) and T (s)."""
+    if order == 1:
+        return [], stack[0]
+    count = (stack.shape[0] - 1) // (order - 1)
+    return [stack[j * count : (j + 1) * count] for j in range(order - 1)], stack[-1]
+
+
+def join(lower: list[Array], top: Array) -> Array:
+    return jnp.concatenate([*lower, top[None]])
+
+
+@functools.cache
+def partitions(n: int) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """The set partitions of {1..n} grouped by block sizes: (how many, block sizes) per integer
+    partition of n, e.g. n = 4: (1, (4,)), (4, (3, 1)), (3, (2, 2)), (6, (2, 1, 1)), (1, (1,)*4)."""
+
+    def integer_partitions(n: int, largest: int) -> Iterator[tuple[int, ...]]:
+        if n == 0:
+            yield ()
+        for part in range(min(n, largest), 0, -1):
+            for rest in integer_partitions(n - part, part):
+                yield (part, *rest)
+
+    out = []
+    for sizes in integer_partitions(n, n):
+        count = math.factorial(n)
+        for size in sizes:
+            count //= math.factorial(size)
+        for size in set(sizes):
+            count //= math.factorial(sizes.count(size))
+        out.append((count, sizes))
+    return tuple(out)
+
+
+def _faa_di_bruno(n: int, derivatives: list[Array], lower: list[Array], top: bool) -> Array:
+    """d^n g(p) per direction from g^(i) = derivatives[i - 1] and p_j = lower[j - 1]; with `top`,
+    without the one-block term g'(p) p_n."""
+    terms = [
+        count * derivatives[len(sizes) - 1][None] * math.prod(lower[s - 1] for s in sizes)
+        for count, sizes in partitions(n)
+        if not (top and len(sizes) == 1)
+    ]
+    return sum(terms[1:], terms[0])
+
+
+def compose(derivatives: list[Array], stack: Array, order: int) -> Array:
+    """Stack of g(p) from the stack of p and g^(1..m)(p) (each of p's shape)."""
+    lower, top = split(stack, order)
+    out = [_faa_di_bruno(n, derivatives, lower, top=False) for n in range(1, order)]
+    out_top = derivatives[0] * top
+    if order > 1:
+        out_top = out_top + _weighted_sum(_faa_di_bruno(order, derivatives, lower, top=True))
+    return join(out, out_top)
+
+
+def derivatives_of(fn: Callable[[Array], Array], x: Array, order: int) -> list[Array]:
+    """[g'(x), ..., g^(order)(x)] of an elementwise g, by nested jvps with unit tangents."""
+    out, current = [], fn
+    for _ in range(order):
+        current = functools.partial(lambda g, y: jax.jvp(g, (y,), (jnp.ones_like(y),))[1], current)
+        out.append(current(x))
+    return out
+
+
+def bilinear(apply: Callable, a: Array, b: Array, sa, sb, order: int):
+    """Stack of apply(a, b) for `apply` bilinear (mul, dot_general) from the stacks of a and b:
+    Leibniz, d^n apply(a, b) = sum_j C(n, j) apply(a_j, b_{n-j})."""
+    on_rows = lambda f, s: jax.vmap(f)(s)
+    parts = []
+    if sa is not None:
+        parts.append(on_rows(lambda r: apply(r, b), sa))
+    if sb is not None:
+        parts.append(on_rows(lambda r: apply(a, r), sb))
+    linear = sum(parts[1:], parts[0])
+    if sa is None or sb is None or order == 1:
+        return linear
+    (la, _), (lb, _) = split(sa, order), split(sb, order)
+    paired = jax.vmap(apply)
+
+    def cross(n: int) -> Array:
+        terms = [math.comb(n, j) * paired(la[j - 1], lb[n - j - 1]) for j in range(1, n)]
+        return sum(terms[1:], terms[0])
+
+    lower, top = split(linear, order)
+    lower = [lower[0]] + [lower[n - 1] + cross(n) for n in range(2, order)]
+    return join(lower, top + _weighted_sum(cross(order)))
+
+
+# --- rules -----------------------------------------------------------------------------------------
+
+
+def unary_rule(primitive: Primitive) -> Callable:
+    """A unary elementwise primitive: its derivatives up to the order, from JAX's jvp rules."""
+
+    def rule(primals, dependent, **params):
+        del dependent
+        fn = lambda y: bind_primitive(primitive, [y], params)[0]
+        (x,) = primals
+        order = _order()
+        derivatives = derivatives_of(fn, x, order)
+        return [fn(x)], lambda stacks: [compose(derivatives, stacks[0], order)]
+
+    return rule
+
+
+def _expand(stack, shape):
+    return None if stack is None else rules.expand(rules.materialize(stack), shape)
+
+
+def _mul_rule(primals, dependent, **params):
+    del dependent
+    a, b = primals
+    out = prims.mul_p.bind(a, b, **params)
+    order = _order()
+    wide_a, wide_b = (jnp.broadcast_to(v, out.shape) for v in (a, b))
+
+    def push(stacks):
+        sa, sb = (_expand(s, out.shape) for s in stacks)
+        return [bilinear(lax.mul, wide_a, wide_b, sa, sb, order)]
+
+    return [out], push
+
+
+def _reciprocal_derivatives(b: Array, order: int) -> list[Array]:
+    """d^j/db^j (1/b) = (-1)^j j! / b^(j+1)."""
+    return [(-1) ** j * math.factorial(j) / b ** (j + 1) for j in range(1, order + 1)]
+
+
+def _div_rule(primals, dependent, **params):
+    del dependent
+    a, b = primals
+    out = lax.div(a, b)
+    order = _order()
+    wide_a, inverse = jnp.broadcast_to(a, out.shape), jnp.broadcast_to(1 / b, out.shape)
+    derivatives = _reciprocal_derivatives(jnp.broadcast_to(b, out.shape), order)
+
+    def push(stacks):
+        sa, sb = (_expand(s, out.shape) for s in stacks)
+        s_inverse = None if sb is None else compose(derivatives, sb, order)
+        return [bilinear(lax.mul, wide_a, inverse, sa, s_inverse, order)]
+
+    return [out], push
+
+
+def _pow_rule(primals, dependent, **params):
+    """x ** y: elementwise in x for a constant y, else exp(y log x)."""
+    del params
+    x, y = primals
+    out = lax.pow(x, y)
+    order = _order()
+    wide = lambda v: jnp.broadcast_to(v, out.shape)
+    if not dependent[1]:
+        derivatives = derivatives_of(lambda v: lax.pow(v, y), wide(x), order)
+        return [out], lambda stacks: [compose(derivatives, _expand(stacks[0], out.shape), order)]
+    log_x = jnp.log(wide(x))
+    log_derivatives = derivatives_of(jnp.log, wide(x), order)
+
+    def push(stacks):
+        sx, sy = (_expand(s, out.shape) for s in stacks)
+        s_log = None if sx is None else compose(log_derivatives, sx, order)
+        exponent = bilinear(lax.mul, wide(y), log_x, sy, s_log, order)
+        return [compose([out] * order, exponent, order)]
+
+    return [out], push
+
+
+def _dot_general_rule(primals, dependent, **params):
+    del dependent
+    a, b = primals
+    apply = lambda u, v: prims.dot_general_p.bind(u, v, **params)
+    out = apply(a, b)
+    order = _order()
+
+    def push(stacks):
+        sa, sb = stacks
+        if sb is None:  # keeps the lazy concatenation and broadcast paths of rules_dot
+            return [rules.materialize(rules_dot.dot_constant_stack(sa, b, params))]
+        sa = rules.materialize(sa)
+        return [bilinear(apply, a, b, sa, rules.materialize(sb), order)]
+
+    return [out], rules.LazyPush(push)
+
+
+def logdet_stack(inverse: Array, stack: Array, order: int) -> Array:
+    """Stack of log|det A| from the stack of A (..., n, n), with A0^-1 = `inverse`.
+
+    With X_j = A0^-1 A_j / j! the t^n coefficient of tr log(I + X(t)) is
+    sum_r (-1)^(r+1)/r tr(P_r[n]), P_1[n] = X_n, P_r[n] = sum_j X_j P_{r-1}[n - j]; d^n = n! times it.
+    """
+    lower, top = split(stack, order)
+    xs = [inverse[None] @ lower[j - 1] / math.factorial(j) for j in range(1, order)]
+    powers = {(1, n): xs[n - 1] for n in range(1, order)}  # (r, n) -> P_r[n], only r >= 1, n < m
+    trace = lambda m: jnp.trace(m, axis1=-2, axis2=-1)
+
+    def coefficient(n: int) -> Array:
+        """n! times the r >= 2 part of the t^n coefficient (per direction)."""
+        terms = []
+        for r in range(2, n + 1):
+            product = sum(xs[j - 1] @ powers[(r - 1, n - j)] for j in range(1, n - r + 2))
+            if n < order:
+                powers[(r, n)] = product
+            terms.append((-1) ** (r + 1) / r * trace(product))
+        return math.factorial(n) * sum(terms[1:], terms[0])
+
+    out = []
+    for n in range(1, order):
+        first = math.factorial(n) * trace(xs[n - 1])
+        out.append(first if n == 1 else first + coefficient(n))
+    out_top = jnp.einsum("...ji,...ij->...", inverse, top)
+    if order > 1:
+        out_top = out_top + _weighted_sum(coefficient(order))
+    return join(out, out_top)
+
+
+def _slogdet_rule(primals, dependent, **params):
+    del dependent, params
+    sign, logdet, inverse = slogdet_and_inverse(primals[0])
+    order = _order()
+
+    def push(stacks):
+        return [None, None if stacks[0] is None else logdet_stack(inverse, stacks[0], order)]
+
+    return [sign, logdet], push
+
+
+def _det_rule(primals, dependent, **params):
+    del dependent, params
+    sign, logdet, inverse = slogdet_and_inverse(primals[0])
+    det = sign * jnp.exp(logdet)
+    order = _order()
+
+    def push(stacks):
+        if stacks[0] is None:
+            return [None]
+        return [compose([det] * order, logdet_stack(inverse, stacks[0], order), order)]
+
+    return [det], push
+
+
+# --- fallback ------------------------------------------------------------------------------------
+
+
+def _curve_derivatives(h: Callable[[Array], list], order: int) -> list[list]:
+    """[h^(1)(0), ..., h^(order)(0)] of t -> h(t) (a list of arrays) by nested jvps in t."""
+    out, current = [], h
+    zero = jnp.zeros(())
+    for _ in range(order):
+        current = functools.partial(
+            lambda g, t: jax.jvp(g, (t,), (jnp.ones_like(t),))[1], current
+        )
+        out.append(current(zero))
+    return out
+
+
+def fallback_rule(primitive: Primitive) -> Callable:
+    """Any primitive, from nested jvps along each direction's Taylor curve
+    p + sum_{j<m} p_{j,k} t^j / j! (slower; the Laplacian's fallback warns about it too)."""
+    laplacian_fallback = rules.fallback_rule(primitive)
+
+    def rule(primals, dependent, **params):
+        outs, _ = laplacian_fallback(primals, dependent, **params)  # warns once
+        order = _order()
+
+        def push(stacks):
+            idx = [i for i, s in enumerate(stacks) if s is not None]
+            split_stacks = [split(rules.materialize(stacks[i]), order) for i in idx]
+
+            def along(coefficients):
+                def h(t):
+                    args = list(primals)
+                    for i, cs in zip(idx, coefficients, strict=True):
+                        args[i] = primals[i] + sum(
+                            c * t ** (j + 1) / math.factorial(j + 1) for j, c in enumerate(cs)
+                        )
+                    return bind_primitive(primitive, args, params)
+
+                return _curve_derivatives(h, order)
+
+            per_direction = [jnp.stack(low) if low else None for low, _ in split_stacks]
+            if order > 1:
+                lowers = jax.vmap(along, in_axes=1)([p for p in per_direction])
+            tangents = [top for _, top in split_stacks]
+            linear = jax.jvp(
+                lambda *v: bind_primitive(primitive, _replace(primals, idx, v), params),
+                tuple(primals[i] for i in idx),
+                tuple(tangents),
+            )[1]
+            result = []
+            for o, out in enumerate(outs):
+                if not jnp.issubdtype(out.dtype, jnp.inexact):
+                    result.append(None)
+                    continue
+                top = linear[o]
+                lower = []
+                if order > 1:
+                    lower = [lowers[n][o] for n in range(order - 1)]
+                    top = top + _weighted_sum(lowers[order - 1][o])
+                result.append(join(lower, top))
+            return result
+
+        return outs, push
+
+    return rule
+
+
+def _replace(values: list, idx: list[int], new) -> list:
+    out = list(values)
+    for i, v in zip(idx, new, strict=True):
+        out[i] = v
+    return out
+
+
+@functools.cache
+def taylor_registry() -> Registry:
+    """The rules of stacks of any order: the Laplacian's order-independent ones and those above."""
+    registry = Registry(fallback_rule)
+    rules.register_structural(registry)
+    rules_dot.register_lazy_structure(registry)
+    rules_control.register_rules(registry)
+    for primitive in UNARY_PRIMITIVES:
+        registry.register(primitive, unary_rule(primitive), lazy=False)
+    registry.register(prims.mul_p, _mul_rule, lazy=False)
+    registry.register(prims.div_p, _div_rule, lazy=False)
+    registry.register(prims.pow_p, _pow_rule, lazy=False)
+    registry.register(prims.dot_general_p, _dot_general_rule, lazy=True)
+    registry.register_call("slogdet", _slogdet_rule)
+    registry.register_call("det", _det_rule)
+    return registry
