@@ -110,3 +110,20 @@ def test_taylor_paper_probe_has_its_widths():
         (512, 1),
     ]
     assert case.sample(3, key=jax.random.key(0)).shape == (3, 50)
+
+
+def test_operator_benchmark_methods_agree_and_cli_writes_files(tmp_path, capsys):
+    from vmcjet.bench_operator import run_operator_benchmark
+    from vmcjet.cli import main
+
+    rows = run_operator_benchmark("biharmonic", 2, 2, 1, dtype=jnp.float64)
+    assert [r["method"] for r in rows] == ["collapsed", "nested", "jet"]
+    assert all(r["max_rel_diff_to_nested"] < 1e-10 and r["median_ms"] > 0 for r in rows)
+    assert rows[1]["ratio_to_nested"] == 1.0
+    argv = ["bench", "operator", "--operator", "laplacian", "--inputs", "2", "--batch-size", "2"]
+    argv += ["--repeats", "1", "--methods", "collapsed,nested", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    saved = json.loads((tmp_path / "operator.json").read_text())
+    assert [r["method"] for r in saved["rows"]] == ["collapsed", "nested"]
+    with pytest.raises(InputError, match="bad operator 'curl'"):
+        run_operator_benchmark("curl", 2, 2, 1)

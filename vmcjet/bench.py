@@ -115,6 +115,18 @@ def make_case(name: str, *, dtype=jnp.float32) -> KineticCase:
     return network_case(kind, molecule_name, dtype=dtype)
 
 
+def compiled_with_memory(fn: Callable, *args) -> tuple[Any, dict[str, float]]:
+    """jit-compiled `fn` for `args`, its compile time (s) and XLA's memory analysis (MiB)."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    seconds = time.perf_counter() - start
+    memory = compiled.memory_analysis()
+    temp = memory.temp_size_in_bytes
+    peak = temp + memory.argument_size_in_bytes + memory.output_size_in_bytes
+    peak -= memory.alias_size_in_bytes
+    return compiled, {"compile_s": seconds, "temp_mib": temp / MIB, "peak_mib": peak / MIB}
+
+
 def _compile(case: KineticCase, method: str, walkers: Array, options: dict[str, Any]):
     """The compiled kinetic-energy function of (params, walkers), its compile time and memory."""
 
@@ -122,14 +134,7 @@ def _compile(case: KineticCase, method: str, walkers: Array, options: dict[str, 
         log_psi = lambda x: case.log_psi(params, x)
         return make_kinetic_energy(log_psi, method=method, **options)(walkers)
 
-    start = time.perf_counter()
-    compiled = jax.jit(kinetic).lower(case.params, walkers).compile()
-    seconds = time.perf_counter() - start
-    memory = compiled.memory_analysis()
-    temp = memory.temp_size_in_bytes
-    peak = temp + memory.argument_size_in_bytes + memory.output_size_in_bytes
-    peak -= memory.alias_size_in_bytes
-    return compiled, {"compile_s": seconds, "temp_mib": temp / MIB, "peak_mib": peak / MIB}
+    return compiled_with_memory(kinetic, case.params, walkers)
 
 
 def _timed(fn: Callable[[], Any]) -> float:

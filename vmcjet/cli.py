@@ -127,6 +127,11 @@ def _add_analysis_parsers(commands: Any) -> None:
     from vmcjet.bench import add_kinetic_arguments
 
     add_kinetic_arguments(kinds.add_parser("kinetic", help="kinetic energy: Laplacian methods"))
+    from vmcjet.bench_operator import add_operator_arguments
+
+    add_operator_arguments(
+        kinds.add_parser("operator", help="Laplacian or biharmonic of the MLP probe: methods")
+    )
     step = kinds.add_parser("step", help="time of one step: sampling, local energy, update")
     _add_config_arguments(step)
     step.add_argument("--repeats", type=int, default=15, help="timed calls of each part")
@@ -165,6 +170,10 @@ def _analysis(args: argparse.Namespace, argv: Sequence[str]) -> int:
             print(f"wrote {path}")
         else:
             bench_step.run(config, repeats=args.repeats)
+    elif args.bench == "operator":
+        from vmcjet.bench_operator import run_operator_from_args
+
+        run_operator_from_args(args, shlex.join(["vmcjet", *argv]))
     else:
         from vmcjet.bench import run_kinetic_from_args
 

@@ -1,14 +1,14 @@
 """The jaxpr interpreter of the collapsed forward Laplacian and its entry point.
 
 `linearize_jaxpr` walks a jaxpr once on primal values (the *primal stage*): equations that do not
-depend on x are evaluated as they are, the others go through their rule (`registry.rule_for`,
-falling back to nested jvps; `registry.rule_or_fallback`), which also returns a `push`. The returned `push` then maps input
-stacks to output stacks by calling those pushes in order. `forward_laplacian` seeds the input
-stack with the directions and, when chunking, calls `push` inside a `lax.fori_loop`, so that every
-primal intermediate (and every residual such as f'(x)) is computed once, outside the loop. With
-electron sparsity the sparse stacks are also computed once, for all electrons, outside the loop:
-inside it each densification (`rules_sparse.intercept`) takes the current block of electrons from
-them.
+depend on x are evaluated as they are, the others go through their rule (that of the active
+registry, else its fallback: `registry.rule_or_fallback`), which also returns a `push`. The
+returned `push` then maps input stacks to output stacks by calling those pushes in order.
+`forward_laplacian` seeds the input stack with the directions and, when chunking, calls `push`
+inside a `lax.fori_loop`, so that every primal intermediate (and every residual such as f'(x)) is
+computed once, outside the loop. With electron sparsity the sparse stacks are also computed once,
+for all electrons, outside the loop: inside it each densification (`rules_sparse.intercept`) takes
+the current block of electrons from them.
 """
 
 from collections.abc import Callable, Sequence

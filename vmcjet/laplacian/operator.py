@@ -5,8 +5,8 @@ in one forward pass carrying (m - 1) K + 1 rows per array (`vmcjet.laplacian.tay
 directional derivatives of every order below m and ONE weighted sum at order m, where standard
 Taylor mode carries m K rows and nested backprop m nested passes.
 
-The biharmonic operator Delta^2 f = sum_ij d_i^2 d_j^2 f is such a sum. With d4[v] = d^4 f[v, v, v, v]
-and e_i the unit vectors,
+The biharmonic operator Delta^2 f = sum_ij d_i^2 d_j^2 f is such a sum. With
+d4[v] = d^4 f[v, v, v, v] and e_i the unit vectors,
 
     d4[e_i + e_j] + d4[e_i - e_j] = 2 f_iiii + 12 f_iijj + 2 f_jjjj     (the odd terms cancel),
 
@@ -14,7 +14,19 @@ so for D inputs
 
     Delta^2 f = (4 - D) / 3 sum_i d4[e_i] + 1/6 sum_{i<j} (d4[e_i + e_j] + d4[e_i - e_j]),
 
-D^2 fourth-order directions in all (`biharmonic_directions`).
+D^2 fourth-order directions in all. For small D the sign vectors s in {-1, 1}^D do with fewer:
+E[s_i s_j s_k s_l] over all of them is d_ij d_kl + d_ik d_jl + d_il d_jk - 2 d_ijkl, so their mean
+of d4[s] is 3 Delta^2 f - 2 sum_i f_iiii exactly, and (s and -s giving the same d4)
+
+    Delta^2 f = 2/3 sum_i d4[e_i] + 1 / (3 2^(D-1)) sum_{s_1 = 1} d4[s],
+
+2^(D-1) + D directions, fewer than D^2 for D = 3, 4, 5 (`biharmonic_directions` takes the smaller
+set). Any exact set must reproduce the symmetric tensor of d_ij d_kl; the two orbits under
+permutations and sign flips used here each need the unit vectors to cancel their diagonal part.
+
+The first-order coefficients are linear in the direction, so the stacks carry them only for a
+basis (the unit vectors when K > D): the D^2 directions of the biharmonic cost D + 2 D^2 + 1 rows,
+not 3 D^2 + 1 (`taylor.basis`).
 """
 
 from __future__ import annotations
@@ -73,7 +85,12 @@ def forward_operator(
     _check(order, weights, chunk_size)
     if order == 2 and directions is None and weights is None:
         laplacian = forward_laplacian(f, chunk_size=chunk_size)
-        return lambda x: (lambda value, _, second: (value, second))(*laplacian(x))
+
+        def value_and_laplacian(x: Array) -> tuple[Array, Array]:
+            value, _, second = laplacian(x)
+            return value, second
+
+        return value_and_laplacian
 
     def apply(x: Array) -> tuple[Array, Array]:
         x = jnp.asarray(x)
@@ -91,8 +108,9 @@ def forward_operator(
             (value,), _, push = linearize_jaxpr(closed.jaxpr, closed.consts, [x], [True])
 
             def top(v: Array, w_block: Array) -> Array:
-                with taylor.layout(order, w_block):
-                    (stack,) = push([taylor.seed(v, w_block, order)])
+                basis, coordinates = taylor.basis(v)
+                with taylor.layout(order, w_block, coordinates):
+                    (stack,) = push([taylor.seed(basis, w_block, coordinates, order)])
                 return jnp.zeros_like(value) if stack is None else stack[-1]
 
             if chunk_size is None or chunk_size >= num:
@@ -110,9 +128,22 @@ def forward_operator(
 
 
 def biharmonic_directions(size: int, dtype=jnp.float64) -> tuple[Array, Array]:
-    """Directions (D^2, D) and weights (D^2,) with sum_k w_k d4[v_k] = Delta^2 f for D = size:
-    e_i with weight (4 - D) / 3, then e_i + e_j and e_i - e_j (i < j) with weight 1/6."""
+    """Directions (K, D) and weights (K,) with sum_k w_k d4[v_k] = Delta^2 f for D = size, the
+    smaller of two exact sets (module docstring):
+
+    - 3 <= D <= 5: e_i with weight 2/3, and the 2^(D-1) sign vectors s in {-1, 1}^D with s_1 = 1,
+      weight 1 / (3 2^(D-1)) (their mean of d4[s] is 3 Delta^2 f - 2 sum_i f_iiii);
+      K = 2^(D-1) + D (21 at D = 5);
+    - otherwise: e_i with weight (4 - D) / 3, and e_i + e_j, e_i - e_j (i < j) with weight 1/6;
+      K = D^2.
+    """
     eye = jnp.eye(size, dtype=dtype)
+    if 2 ** (size - 1) + size < size * size:
+        count = 2 ** (size - 1)
+        bits = (jnp.arange(count)[:, None] >> jnp.arange(size - 1)[None, :]) & 1
+        signs = jnp.concatenate([jnp.ones((count, 1), dtype), (1 - 2 * bits).astype(dtype)], 1)
+        parts = [jnp.full(size, 2 / 3, dtype), jnp.full(count, 1 / (3 * count), dtype)]
+        return jnp.concatenate([eye, signs]), jnp.concatenate(parts)
     i, j = jnp.triu_indices(size, k=1)
     directions = jnp.concatenate([eye, eye[i] + eye[j], eye[i] - eye[j]])
     pairs = size * (size - 1) // 2
@@ -125,11 +156,11 @@ def biharmonic_directions(size: int, dtype=jnp.float64) -> tuple[Array, Array]:
 def biharmonic(
     f: Callable[[Array], Array], *, chunk_size: int | None = None
 ) -> Callable[[Array], tuple[Array, Array]]:
-    """`x -> (f(x), Delta^2 f(x))`, exact: order 4 over `biharmonic_directions` (D^2 directions).
+    """`x -> (f(x), Delta^2 f(x))`, exact: order 4 over `biharmonic_directions`.
 
     Args:
         f: function of one floating-point array x (any shape, D entries) returning one array.
-        chunk_size: directions per `lax.fori_loop` step (None: all D^2 at once).
+        chunk_size: directions per `lax.fori_loop` step (None: all at once).
     """
 
     def apply(x: Array) -> tuple[Array, Array]:

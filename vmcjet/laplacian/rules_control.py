@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from vmcjet.laplacian import registry as registries
 from vmcjet.laplacian._jax_internals import (
     bind_primitive,
     call_name,
@@ -25,7 +26,6 @@ from vmcjet.laplacian._jax_internals import (
     scan_params,
     while_params,
 )
-from vmcjet.laplacian import registry as registries
 from vmcjet.laplacian.engine import linearize_jaxpr
 from vmcjet.laplacian.rules import LazyPush, num_rows, zeros_stack
 

@@ -39,7 +39,9 @@ def rules_markdown(registry: Registry) -> str:
         rows["stack"] = "| `stack` | `rules.linear_rule` | no | - |"
     lines += [rows[name] for name in sorted(rows)]
     lines += ["", "| `jit` named | rule |", "|---|---|"]
-    lines += [f"| `{name}` | `{source_of(rule)}` |" for name, rule in sorted(registry.calls().items())]
+    lines += [
+        f"| `{name}` | `{source_of(rule)}` |" for name, rule in sorted(registry.calls().items())
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -20,9 +20,9 @@ log|det A(t)| = log|det A0| + tr log(I + X(t)) = ... + sum_r (-1)^(r+1) tr(X(t)^
 t^m coefficient only r = 1 holds A's top coefficient, as tr(A0^-1 A_m).
 
 Rules here: unary elementwise primitives (derivatives g^(1..m) from JAX's own jvp rules, once per
-primal), mul and dot_general (bilinear, Leibniz), div (a * (1/b)), pow, the named calls "slogdet" and
-"det", and a fallback from nested jvps along each direction's Taylor curve. Linear, structural and
-control-flow rules are shared with the Laplacian (`rules.register_structural`,
+primal), mul and dot_general (bilinear, Leibniz), div (a * (1/b)), pow, the named calls "slogdet"
+and "det", and a fallback from nested jvps along each direction's Taylor curve. Linear, structural
+and control-flow rules are shared with the Laplacian (`rules.register_structural`,
 `rules_dot.register_lazy_structure`, `rules_control`): they act on every row alike. The order is
 read from `layout` while the primal stage runs; the weights (of the current chunk of directions)
 while the pushes run.
@@ -35,7 +35,7 @@ import contextvars
 import functools
 import math
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,19 +51,22 @@ Array = jax.Array
 
 
 class Layout(NamedTuple):
-    """The order m of the stacks and, while pushing, the weights w (K,) of the directions."""
+    """The order m of the stacks and, while pushing, the directions' weights w (K,) and their
+    coordinates C (K, r) in the basis whose first-order rows the stacks carry."""
 
     order: int
     weights: Array | None = None
+    coordinates: Array | None = None
 
 
 _LAYOUT: contextvars.ContextVar[Layout] = contextvars.ContextVar("taylor_layout")
 
 
 @contextlib.contextmanager
-def layout(order: int, weights: Array | None = None) -> Iterator[None]:
-    """Within the block, rules build stacks of `order` weighted by `weights`."""
-    token = _LAYOUT.set(Layout(order, weights))
+def layout(order: int, weights: Array | None = None, coordinates: Array | None = None):
+    """Within the block, rules build stacks of `order` for directions given by `weights` and
+    `coordinates` (both None in the primal stage, which needs only the order)."""
+    token = _LAYOUT.set(Layout(order, weights, coordinates))
     try:
         yield
     finally:
@@ -74,33 +77,67 @@ def _order() -> int:
     return _LAYOUT.get().order
 
 
+def _pushing() -> tuple[Array, Array]:
+    """(weights, coordinates) of the directions being pushed."""
+    current = _LAYOUT.get()
+    if current.weights is None or current.coordinates is None:
+        raise RuntimeError("a Taylor push ran outside `layout(order, weights, coordinates)`")
+    return current.weights, current.coordinates
+
+
 def _weighted_sum(terms: Array) -> Array:
     """sum_k w_k terms[k] for terms of shape (K,) + s."""
-    weights = _LAYOUT.get().weights
-    if weights is None:
-        raise RuntimeError("a Taylor push ran outside `layout(order, weights)`")
-    return jnp.tensordot(weights.astype(terms.dtype), terms, axes=1)
+    return jnp.tensordot(_pushing()[0].astype(terms.dtype), terms, axes=1)
 
 
-def seed(directions: Array, weights: Array, order: int) -> Array:
-    """The input stack for directions (K,) + s: rows v_k, zeros for orders 2..m-1, then T."""
+def _per_direction(basis_rows: Array) -> Array:
+    """First-order coefficients per direction, p_{1,k} = sum_r C_kr B_r, from the basis rows B."""
+    return jnp.tensordot(_pushing()[1].astype(basis_rows.dtype), basis_rows, axes=1)
+
+
+def basis(directions: Array) -> tuple[Array, Array]:
+    """(B, C): basis vectors B (r,) + s and coordinates C (K, r) with v_k = sum_r C_kr B_r.
+
+    First-order coefficients are linear in the direction, so the stacks carry them for the r
+    basis vectors only: the unit vectors of x when K exceeds its size D (r = D, C = V), else the
+    directions themselves (r = K, C = I)."""
+    num, shape = directions.shape[0], directions.shape[1:]
+    size = math.prod(shape)
+    if num > size:
+        eye = jnp.eye(size, dtype=directions.dtype).reshape((size, *shape))
+        return eye, directions.reshape(num, size)
+    return directions, jnp.eye(num, dtype=directions.dtype)
+
+
+def seed(basis_vectors: Array, weights: Array, coordinates: Array, order: int) -> Array:
+    """The input stack: rows B (the first-order coefficients of the basis vectors), zeros for
+    orders 2..m-1 (K rows each), then T = 0 (for m = 1 the only row, sum_k w_k v_k)."""
+    dtype = basis_vectors.dtype
     if order == 1:
-        return jnp.tensordot(weights.astype(directions.dtype), directions, axes=1)[None]
-    zeros = jnp.zeros((directions.shape[0] * (order - 2),) + directions.shape[1:], directions.dtype)
-    top = jnp.zeros(directions.shape[1:], directions.dtype)
-    return jnp.concatenate([directions, zeros, top[None]])
+        directions = jnp.tensordot(coordinates.astype(dtype), basis_vectors, axes=1)
+        return jnp.tensordot(weights.astype(dtype), directions, axes=1)[None]
+    shape = basis_vectors.shape[1:]
+    zeros = jnp.zeros((coordinates.shape[0] * (order - 2),) + shape, dtype)
+    return jnp.concatenate([basis_vectors, zeros, jnp.zeros((1,) + shape, dtype)])
 
 
-def split(stack: Array, order: int) -> tuple[list[Array], Array]:
-    """A stack as [p_1, ..., p_{m-1}] (each (K,) + s) and T (s)."""
+def split(stack: Array, order: int) -> tuple[Array | None, list[Array], Array]:
+    """A stack as (B, [p_2, ..., p_{m-1}], T): the basis rows of the first order (None for
+    m = 1), the per-direction coefficients of orders 2..m-1 (each (K,) + s), the top row."""
     if order == 1:
-        return [], stack[0]
-    count = (stack.shape[0] - 1) // (order - 1)
-    return [stack[j * count : (j + 1) * count] for j in range(order - 1)], stack[-1]
+        return None, [], stack[0]
+    num, rows = _pushing()[1].shape
+    higher = [stack[rows + j * num : rows + (j + 1) * num] for j in range(order - 2)]
+    return stack[:rows], higher, stack[-1]
 
 
-def join(lower: list[Array], top: Array) -> Array:
-    return jnp.concatenate([*lower, top[None]])
+def join(basis_rows: Array | None, higher: list[Array], top: Array) -> Array:
+    return jnp.concatenate([*([] if basis_rows is None else [basis_rows]), *higher, top[None]])
+
+
+def coefficients(basis_rows: Array | None, higher: list[Array]) -> list[Array]:
+    """[p_1, ..., p_{m-1}] per direction, each (K,) + s."""
+    return ([] if basis_rows is None else [_per_direction(basis_rows)]) + higher
 
 
 @functools.cache
@@ -139,16 +176,19 @@ def _faa_di_bruno(n: int, derivatives: list[Array], lower: list[Array], top: boo
 
 def compose(derivatives: list[Array], stack: Array, order: int) -> Array:
     """Stack of g(p) from the stack of p and g^(1..m)(p) (each of p's shape)."""
-    lower, top = split(stack, order)
-    out = [_faa_di_bruno(n, derivatives, lower, top=False) for n in range(1, order)]
+    basis_rows, higher, top = split(stack, order)
+    lower = coefficients(basis_rows, higher)
+    out = [_faa_di_bruno(n, derivatives, lower, top=False) for n in range(2, order)]
     out_top = derivatives[0] * top
     if order > 1:
         out_top = out_top + _weighted_sum(_faa_di_bruno(order, derivatives, lower, top=True))
-    return join(out, out_top)
+    out_basis = None if basis_rows is None else derivatives[0][None] * basis_rows
+    return join(out_basis, out, out_top)
 
 
-def derivatives_of(fn: Callable[[Array], Array], x: Array, order: int) -> list[Array]:
-    """[g'(x), ..., g^(order)(x)] of an elementwise g, by nested jvps with unit tangents."""
+def derivatives_of(fn: Callable[[Array], Any], x: Array, order: int) -> list:
+    """[g'(x), ..., g^(order)(x)] of an elementwise g (or of a curve t -> g(t), any outputs, at a
+    scalar t = x), by nested jvps with unit tangents."""
     out, current = [], fn
     for _ in range(order):
         current = functools.partial(lambda g, y: jax.jvp(g, (y,), (jnp.ones_like(y),))[1], current)
@@ -168,19 +208,20 @@ def bilinear(apply: Callable, a: Array, b: Array, sa, sb, order: int):
     linear = sum(parts[1:], parts[0])
     if sa is None or sb is None or order == 1:
         return linear
-    (la, _), (lb, _) = split(sa, order), split(sb, order)
+    la = coefficients(*split(sa, order)[:2])
+    lb = coefficients(*split(sb, order)[:2])
     paired = jax.vmap(apply)
 
     def cross(n: int) -> Array:
         terms = [math.comb(n, j) * paired(la[j - 1], lb[n - j - 1]) for j in range(1, n)]
         return sum(terms[1:], terms[0])
 
-    lower, top = split(linear, order)
-    lower = [lower[0]] + [lower[n - 1] + cross(n) for n in range(2, order)]
-    return join(lower, top + _weighted_sum(cross(order)))
+    basis_rows, higher, top = split(linear, order)
+    higher = [higher[n - 2] + cross(n) for n in range(2, order)]
+    return join(basis_rows, higher, top + _weighted_sum(cross(order)))
 
 
-# --- rules -----------------------------------------------------------------------------------------
+# --- rules ---------------------------------------------------------------------------------------
 
 
 def unary_rule(primitive: Primitive) -> Callable:
@@ -279,9 +320,11 @@ def logdet_stack(inverse: Array, stack: Array, order: int) -> Array:
     """Stack of log|det A| from the stack of A (..., n, n), with A0^-1 = `inverse`.
 
     With X_j = A0^-1 A_j / j! the t^n coefficient of tr log(I + X(t)) is
-    sum_r (-1)^(r+1)/r tr(P_r[n]), P_1[n] = X_n, P_r[n] = sum_j X_j P_{r-1}[n - j]; d^n = n! times it.
+    sum_r (-1)^(r+1)/r tr(P_r[n]), P_1[n] = X_n, P_r[n] = sum_j X_j P_{r-1}[n - j]; d^n is n!
+    times it.
     """
-    lower, top = split(stack, order)
+    basis_rows, higher, top = split(stack, order)
+    lower = coefficients(basis_rows, higher)
     xs = [inverse[None] @ lower[j - 1] / math.factorial(j) for j in range(1, order)]
     powers = {(1, n): xs[n - 1] for n in range(1, order)}  # (r, n) -> P_r[n], only r >= 1, n < m
     trace = lambda m: jnp.trace(m, axis1=-2, axis2=-1)
@@ -290,20 +333,19 @@ def logdet_stack(inverse: Array, stack: Array, order: int) -> Array:
         """n! times the r >= 2 part of the t^n coefficient (per direction)."""
         terms = []
         for r in range(2, n + 1):
-            product = sum(xs[j - 1] @ powers[(r - 1, n - j)] for j in range(1, n - r + 2))
+            products = [xs[j - 1] @ powers[(r - 1, n - j)] for j in range(1, n - r + 2)]
+            product = functools.reduce(jnp.add, products)
             if n < order:
                 powers[(r, n)] = product
             terms.append((-1) ** (r + 1) / r * trace(product))
         return math.factorial(n) * sum(terms[1:], terms[0])
 
-    out = []
-    for n in range(1, order):
-        first = math.factorial(n) * trace(xs[n - 1])
-        out.append(first if n == 1 else first + coefficient(n))
-    out_top = jnp.einsum("...ji,...ij->...", inverse, top)
+    out = [math.factorial(n) * trace(xs[n - 1]) + coefficient(n) for n in range(2, order)]
+    first_order = lambda rows: jnp.einsum("...ji,r...ij->r...", inverse, rows)  # tr(A0^-1 rows)
+    out_top = first_order(top[None])[0]
     if order > 1:
         out_top = out_top + _weighted_sum(coefficient(order))
-    return join(out, out_top)
+    return join(None if basis_rows is None else first_order(basis_rows), out, out_top)
 
 
 def _slogdet_rule(primals, dependent, **params):
@@ -334,18 +376,6 @@ def _det_rule(primals, dependent, **params):
 # --- fallback ------------------------------------------------------------------------------------
 
 
-def _curve_derivatives(h: Callable[[Array], list], order: int) -> list[list]:
-    """[h^(1)(0), ..., h^(order)(0)] of t -> h(t) (a list of arrays) by nested jvps in t."""
-    out, current = [], h
-    zero = jnp.zeros(())
-    for _ in range(order):
-        current = functools.partial(
-            lambda g, t: jax.jvp(g, (t,), (jnp.ones_like(t),))[1], current
-        )
-        out.append(current(zero))
-    return out
-
-
 def fallback_rule(primitive: Primitive) -> Callable:
     """Any primitive, from nested jvps along each direction's Taylor curve
     p + sum_{j<m} p_{j,k} t^j / j! (slower; the Laplacian's fallback warns about it too)."""
@@ -357,40 +387,39 @@ def fallback_rule(primitive: Primitive) -> Callable:
 
         def push(stacks):
             idx = [i for i, s in enumerate(stacks) if s is not None]
-            split_stacks = [split(rules.materialize(stacks[i]), order) for i in idx]
+            parts = [split(rules.materialize(stacks[i]), order) for i in idx]
+            varying = tuple(primals[i] for i in idx)
+            inexact = [jnp.issubdtype(out.dtype, jnp.inexact) for out in outs]
+            linear = lambda *tangents: jax.jvp(
+                lambda *v: bind_primitive(primitive, _replace(primals, idx, v), params),
+                varying,
+                tangents,
+            )[1]
+            tops = linear(*(top for _, _, top in parts))
+            if order == 1:
+                return [
+                    join(None, [], t) if ok else None for t, ok in zip(tops, inexact, strict=True)
+                ]
+            bases = jax.vmap(linear)(*(b for b, _, _ in parts))
 
-            def along(coefficients):
+            def along(lower):  # d^n/dt^n at 0 of the primitive along one direction's curve
                 def h(t):
                     args = list(primals)
-                    for i, cs in zip(idx, coefficients, strict=True):
+                    for i, cs in zip(idx, lower, strict=True):
                         args[i] = primals[i] + sum(
                             c * t ** (j + 1) / math.factorial(j + 1) for j, c in enumerate(cs)
                         )
                     return bind_primitive(primitive, args, params)
 
-                return _curve_derivatives(h, order)
+                return derivatives_of(h, jnp.zeros(()), order)
 
-            per_direction = [jnp.stack(low) if low else None for low, _ in split_stacks]
-            if order > 1:
-                lowers = jax.vmap(along, in_axes=1)([p for p in per_direction])
-            tangents = [top for _, top in split_stacks]
-            linear = jax.jvp(
-                lambda *v: bind_primitive(primitive, _replace(primals, idx, v), params),
-                tuple(primals[i] for i in idx),
-                tuple(tangents),
-            )[1]
-            result = []
-            for o, out in enumerate(outs):
-                if not jnp.issubdtype(out.dtype, jnp.inexact):
-                    result.append(None)
-                    continue
-                top = linear[o]
-                lower = []
-                if order > 1:
-                    lower = [lowers[n][o] for n in range(order - 1)]
-                    top = top + _weighted_sum(lowers[order - 1][o])
-                result.append(join(lower, top))
-            return result
+            lowers = jax.vmap(along)([coefficients(b, higher) for b, higher, _ in parts])
+            return [
+                join(bases[o], [lowers[n][o] for n in range(1, order - 1)],
+                     tops[o] + _weighted_sum(lowers[order - 1][o]))
+                if inexact[o] else None
+                for o in range(len(outs))
+            ]  # fmt: skip
 
         return outs, push
 
