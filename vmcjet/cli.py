@@ -132,6 +132,11 @@ def _add_analysis_parsers(commands: Any) -> None:
     add_operator_arguments(
         kinds.add_parser("operator", help="Laplacian or biharmonic of the MLP probe: methods")
     )
+    from vmcjet.bench_dimwise import add_dimwise_arguments
+
+    add_dimwise_arguments(
+        kinds.add_parser("dimwise", help="dimension-wise derivatives against jvps and jacfwd")
+    )
     step = kinds.add_parser("step", help="time of one step: sampling, local energy, update")
     _add_config_arguments(step)
     step.add_argument("--repeats", type=int, default=15, help="timed calls of each part")
@@ -170,6 +175,10 @@ def _analysis(args: argparse.Namespace, argv: Sequence[str]) -> int:
             print(f"wrote {path}")
         else:
             bench_step.run(config, repeats=args.repeats)
+    elif args.bench == "dimwise":
+        from vmcjet.bench_dimwise import run_dimwise_from_args
+
+        run_dimwise_from_args(args, shlex.join(["vmcjet", *argv]))
     elif args.bench == "operator":
         from vmcjet.bench_operator import run_operator_from_args
 

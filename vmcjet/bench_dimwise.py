@@ -2,7 +2,7 @@
 side by side: cost relative to one forward pass as the dimension d grows, and the divergence of a
 continuous normalising flow's vector field f(x) = hollow_net(x), exact and by Hutchinson.
 
-    python benchmarks/dimwise.py --dims 16 64 256 1024 --batch 64 --repeats 7 --name dimwise-s10
+    vmcjet bench dimwise --dims 16,64,256,1024 --batch-size 64 --repeats 7 --stem dimwise-s11
 
 Per d (float32, `batch` points, all jitted, medians of interleaved repeats after compilation):
 - forward: f(x);
@@ -14,7 +14,7 @@ Per d (float32, `batch` points, all jitted, medians of interleaved repeats after
   forward-over-forward products);
 - Hutchinson: one Rademacher probe's estimate v^T J v of the divergence (one jvp).
 The divergence check (float64, d = 16) compares the exact values and the spread of Hutchinson's
-estimate over probes. Writes benchmarks/results/NAME.{md,json}.
+estimate over probes. Writes OUT/STEM.{md,json}.
 """
 
 from __future__ import annotations
@@ -26,10 +26,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from vmcjet.bench import interleaved_medians
+from vmcjet.bench import interleaved_medians, machine_info
 from vmcjet.dimwise import dimension_wise, hollow_net
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def diagonal_by_jvps(fn, x: jax.Array, order: int) -> jax.Array:
@@ -86,18 +84,27 @@ def divergence_check(dim: int = 16, probes: int = 1000) -> dict[str, float]:
         }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dims", type=int, nargs="+", default=[16, 64, 256, 1024])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--name", default="dimwise")
-    options = parser.parse_args()
-    rows = {dim: timings(dim, options.batch, options.repeats) for dim in options.dims}
+def add_dimwise_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `vmcjet bench dimwise`."""
+    parser.add_argument(
+        "--dims", type=lambda text: [int(d) for d in text.split(",")], default=[16, 64, 256, 1024]
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="points per batch")
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls per method")
+    parser.add_argument("--out", default="benchmarks/results", help="output folder")
+    parser.add_argument("--stem", default="dimwise", help="output file name stem")
+
+
+def run_dimwise_from_args(args: argparse.Namespace, command: str) -> str:
+    """Runs the benchmark the parsed flags describe; writes STEM.md and STEM.json; returns the
+    table."""
+    rows = {dim: timings(dim, args.batch_size, args.repeats) for dim in args.dims}
     check = divergence_check()
     names = list(next(iter(rows.values())))
     lines = [
-        f"Hollow network, batch {options.batch}, float32: median ms and (ratio to forward)",
+        f"Command: `{command}`",
+        "",
+        f"Hollow network, batch {args.batch_size}, float32: median ms and (ratio to forward)",
         "",
         "| d | " + " | ".join(names) + " |",
         "|---" * (len(names) + 1) + "|",
@@ -107,12 +114,15 @@ def main() -> None:
         lines.append(f"| {dim} | " + " | ".join(cells) + " |")
     lines += ["", f"Divergence check (float64): {json.dumps(check)}", ""]
     text = "\n".join(lines)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.stem}.md").write_text(text)
+    record = {
+        "command": command,
+        "machine": machine_info(),
+        "timings_ms": rows,
+        "divergence": check,
+    }
+    (out / f"{args.stem}.json").write_text(json.dumps(record, indent=1))
     print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{options.name}.md").write_text(text)
-    record = {"options": vars(options), "timings_ms": rows, "divergence": check}
-    (RESULTS / f"{options.name}.json").write_text(json.dumps(record, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+    return text
