@@ -240,3 +240,23 @@ def test_stochastic_operator_refuses_biased_pairs():
             )
     with pytest.raises(InputError, match="unknown operator"):
         stochastic_operator(jnp.sum, operator="curl", key=key, num_samples=2)
+
+
+def test_parameter_gradient_through_the_operator():
+    """jax.grad of a chunked third-order operator with respect to weights of f equals jax.grad of
+    nested jvps (so the operator can sit in a loss)."""
+    x, w0 = jnp.array([0.3, -0.6]), jnp.array([[0.5, -1.1], [0.8, 0.4]])
+    f = lambda w, y: jnp.sum(jnp.tanh(y @ w) ** 2)
+    operator = lambda w: forward_operator(
+        lambda y: f(w, y), order=3, directions=jnp.eye(2), chunk_size=1
+    )(x)[1]
+
+    def nested(w):
+        third = lambda e: jax.jvp(
+            lambda t: jax.jvp(lambda s: jax.jvp(lambda u: f(w, x + u * e), (s,), (1.0,))[1],
+                              (t,), (1.0,))[1],
+            (0.0,), (1.0,),
+        )[1]  # fmt: skip
+        return third(jnp.eye(2)[0]) + third(jnp.eye(2)[1])
+
+    np.testing.assert_allclose(jax.grad(operator)(w0), jax.grad(nested)(w0), rtol=1e-12)
