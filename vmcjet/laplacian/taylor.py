@@ -4,9 +4,13 @@ For an operator sum_k w_k d^m f[v_k, ..., v_k] every intermediate array p carrie
 
     (p_{j,k} = d^j p[v_k, ..., v_k]  for j = 1..m-1 and k = 1..K,   T = sum_k w_k d^m p[v_k, ...]),
 
-an array of (m - 1) K + 1 rows in that order: row (j - 1) K + k - 1 is p_{j,k} and the last row is
-T (for m = 2 and w = 1 this is the Laplacian stack of `rules`, K first-order rows and L). At the
-input p_{1,k} = v_k, p_{j,k} = 0 for j > 1 and T = 0 (for m = 1, T = sum_k w_k v_k).
+held as one array of r + (m - 2) K + 1 rows: first the first-order coefficients d p[b_i] of r basis
+vectors b_i with v_k = sum_i C_ki b_i (first derivatives are linear in the direction, so
+p_{1,k} = sum_i C_ki d p[b_i] is formed only where a rule needs it; `basis` picks the unit vectors
+when K > D, else the directions), then p_{j,k} for j = 2..m-1 (K rows each), then T. At the input
+the basis rows are the b_i, p_{j,k} = 0 for j > 1 and T = 0 (for m = 1 the stack is T alone, and
+T = sum_k w_k v_k). For m = 2 and w = 1 this is the Laplacian stack of `rules`: first-order rows and
+L. `Layout` holds m, and while pushing w and C.
 
 Why the top order can be summed: for q = g(p), Faa di Bruno's formula gives per direction
 
