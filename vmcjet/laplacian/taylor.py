@@ -203,12 +203,11 @@ def derivatives_of(fn: Callable[[Array], Any], x: Array, order: int) -> list:
 def bilinear(apply: Callable, a: Array, b: Array, sa, sb, order: int):
     """Stack of apply(a, b) for `apply` bilinear (mul, dot_general) from the stacks of a and b:
     Leibniz, d^n apply(a, b) = sum_j C(n, j) apply(a_j, b_{n-j})."""
-    on_rows = lambda f, s: jax.vmap(f)(s)
-    parts = []
+    parts = []  # apply is linear in each operand: every row goes through it alike
     if sa is not None:
-        parts.append(on_rows(lambda r: apply(r, b), sa))
+        parts.append(jax.vmap(lambda row: apply(row, b))(sa))
     if sb is not None:
-        parts.append(on_rows(lambda r: apply(a, r), sb))
+        parts.append(jax.vmap(lambda row: apply(a, row))(sb))
     linear = sum(parts[1:], parts[0])
     if sa is None or sb is None or order == 1:
         return linear
