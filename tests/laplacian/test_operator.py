@@ -134,7 +134,7 @@ def test_fallback_primitive_warns_and_is_right(point):
     np.testing.assert_allclose(got, _nested(f, 3, x, directions, weights), rtol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["mlp", "slogdet", "vector"])
+@pytest.mark.parametrize("name", ["mlp", "vector"])  # slogdet: the zoo test, orders 1-4
 def test_biharmonic_is_the_trace_of_the_trace_of_nested_hessians(point, name):
     x, _, _ = point
     f = ZOO[name]
