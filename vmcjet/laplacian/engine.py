@@ -120,14 +120,19 @@ def _chunked(step: Callable, blocks: int, block: int, value: jax.Array):
     return firsts.reshape((blocks * block,) + value.shape), second
 
 
+def padded_blocks(array: jax.Array, block: int) -> jax.Array:
+    """`array` (K, ...) zero-padded to whole blocks, shape (ceil(K / block), block, ...)."""
+    blocks = -(-array.shape[0] // block)
+    pad = jnp.zeros((blocks * block - array.shape[0],) + array.shape[1:], array.dtype)
+    return jnp.concatenate([array, pad]).reshape((blocks, block) + array.shape[1:])
+
+
 def _dense_chunks(push: Callable, directions: jax.Array, value: jax.Array, chunk: int):
     """Directions `chunk` at a time (zero-padded to whole chunks)."""
-    num = directions.shape[0]
-    blocks = -(-num // chunk)
-    pad = jnp.zeros((blocks * chunk - num,) + directions.shape[1:], directions.dtype)
-    grouped = jnp.concatenate([directions, pad]).reshape((blocks, chunk) + directions.shape[1:])
-    first, second = _chunked(lambda i: push([_seed(grouped[i])])[0], blocks, chunk, value)
-    return first[:num], second
+    grouped = padded_blocks(directions, chunk)
+    step = lambda i: push([_seed(grouped[i])])[0]
+    first, second = _chunked(step, grouped.shape[0], chunk, value)
+    return first[: directions.shape[0]], second
 
 
 def _sparse_frontier(push: Callable, x: jax.Array) -> list[rules_sparse.Sparse]:

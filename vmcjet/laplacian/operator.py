@@ -40,7 +40,12 @@ from jax import lax
 
 from vmcjet.errors import InputError
 from vmcjet.laplacian import registry, taylor
-from vmcjet.laplacian.engine import check_directions, forward_laplacian, linearize_jaxpr
+from vmcjet.laplacian.engine import (
+    check_directions,
+    forward_laplacian,
+    linearize_jaxpr,
+    padded_blocks,
+)
 
 Array = jax.Array
 
@@ -115,14 +120,9 @@ def forward_operator(
 
             if chunk_size is None or chunk_size >= num:
                 return value, top(vectors, w)
-            blocks = -(-num // chunk_size)
-            pad = blocks * chunk_size - num
-            v_blocks = jnp.concatenate([vectors, jnp.zeros((pad,) + x.shape, x.dtype)])
-            w_blocks = jnp.concatenate([w, jnp.zeros(pad, x.dtype)])
-            v_blocks = v_blocks.reshape((blocks, chunk_size) + x.shape)
-            w_blocks = w_blocks.reshape(blocks, chunk_size)
+            v_blocks, w_blocks = padded_blocks(vectors, chunk_size), padded_blocks(w, chunk_size)
             body = lambda i, total: total + top(v_blocks[i], w_blocks[i])
-            return value, lax.fori_loop(0, blocks, body, jnp.zeros_like(value))
+            return value, lax.fori_loop(0, v_blocks.shape[0], body, jnp.zeros_like(value))
 
     return apply
 
