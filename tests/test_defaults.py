@@ -56,7 +56,7 @@ NON_DECREASING = (
     "burn_in",
     "pretrain_iterations",
 )
-NON_INCREASING = ("lr_decay", "width", "width_z")
+NON_INCREASING = ("lr_decay", "kfac_lr_decay", "width", "width_z")
 
 
 def _as_tuple(value):
@@ -131,6 +131,7 @@ def test_table_values_are_in_the_printed_config(capsys):
     assert printed["mcmc"]["moves"] == rule.moves and printed["mcmc"]["width"] == 0.05
     assert printed["pretrain"]["iterations"] == rule.pretrain_iterations
     assert printed["optim"]["lr_decay"] == rule.lr_decay
+    assert printed["optim"]["kfac"]["lr_decay"] == rule.kfac_lr_decay
 
 
 def test_user_values_win_over_the_table(capsys, tmp_path):

@@ -15,8 +15,9 @@ moves are accepted (N2, Z_max 7: 0.048 bohr after adaptation, issue 12). The wid
 during the run; a good start saves burn-in.
 
 Rows with n <= 4 electrons are exactly the measured LiH defaults of `Config()` (docs/results.md);
-a test keeps the two equal. Rows for n > 4 are PROVISIONAL: reasoned from step cost and the known
-failure modes, not yet from measured energy-vs-wall-time curves. The table, the reasons and its
+a test keeps the two equal. In the rows for n > 4 the MCMC moves and KFAC's decay are chosen from
+measured energy-vs-wall-time curves (Ne, N2); their network sizes, determinants and batch are
+PROVISIONAL, reasoned from step cost and the known failure modes. The table, the reasons and its
 status are in docs/results.md, "Defaults by system size". A resumed run keeps its stored config:
 the table is applied only when a run starts.
 
@@ -56,8 +57,9 @@ class SizeRule:
         burn_in: Metropolis moves before the first optimisation step.
         width: initial MCMC proposal width and its upper bound, bohr.
         width_z: width x Z_max, bohr (initial width = min(width, width_z / Z_max); inf: no scaling).
-        lr: initial learning rate.
-        lr_decay: lr(t) = lr / (1 + lr_decay t).
+        lr: SPRING's (and Adam's) initial learning rate, `optim.lr`.
+        lr_decay: SPRING's (and Adam's) decay, lr(t) = lr / (1 + lr_decay t), `optim.lr_decay`.
+        kfac_lr_decay: KFAC's decay of its own rate `optim.kfac.lr`, `optim.kfac.lr_decay`.
         clip_width: local-energy clipping, in mean absolute deviations.
         pretrain_iterations: maximum pretraining iterations.
         pretrain_tolerance: early stop of pretraining (`pretrain.tolerance`; 0: never).
@@ -78,6 +80,7 @@ class SizeRule:
     width_z: float
     lr: float
     lr_decay: float
+    kfac_lr_decay: float
     clip_width: float
     pretrain_iterations: int
     pretrain_tolerance: float
@@ -93,16 +96,17 @@ SIZE_RULES: tuple[SizeRule, ...] = (
         min_electrons=1, max_electrons=4, batch_size=256,
         hidden_one=64, hidden_two=16, layers=3, psiformer=(2, 4, 8), determinants=4,
         moves=10, burn_in=200, width=0.2, width_z=math.inf,
-        lr=0.1, lr_decay=1e-2, clip_width=5.0,
+        lr=0.1, lr_decay=1e-2, kfac_lr_decay=1e-3, clip_width=5.0,
         pretrain_iterations=1000, pretrain_tolerance=0.0,
         measured=True,
     ),
-    # 5-10 electrons (B..Ne, Li2, CH4, NH3, H2O, H10): PROVISIONAL.
+    # 5-10 electrons (B..Ne, Li2, CH4, NH3, H2O, H10): moves and KFAC decay measured on Ne (20 min
+    # runs); network, determinants and batch still PROVISIONAL.
     SizeRule(
         min_electrons=5, max_electrons=10, batch_size=128,
         hidden_one=96, hidden_two=16, layers=3, psiformer=(2, 4, 16), determinants=8,
-        moves=20, burn_in=400, width=0.2, width_z=0.35,
-        lr=0.1, lr_decay=3e-3, clip_width=5.0,
+        moves=10, burn_in=200, width=0.2, width_z=0.35,
+        lr=0.1, lr_decay=3e-3, kfac_lr_decay=1e-3, clip_width=5.0,
         pretrain_iterations=2000, pretrain_tolerance=0.02,
         measured=False,
     ),
@@ -111,7 +115,7 @@ SIZE_RULES: tuple[SizeRule, ...] = (
         min_electrons=11, max_electrons=None, batch_size=128,
         hidden_one=128, hidden_two=32, layers=3, psiformer=(3, 4, 16), determinants=8,
         moves=30, burn_in=600, width=0.2, width_z=0.35,
-        lr=0.1, lr_decay=1e-3, clip_width=5.0,
+        lr=0.1, lr_decay=1e-3, kfac_lr_decay=1e-3, clip_width=5.0,
         pretrain_iterations=3000, pretrain_tolerance=0.02,
         measured=False,
     ),
@@ -181,7 +185,12 @@ def size_defaults(molecule: Molecule, *, network_preset: str = "cpu") -> dict[st
             "iterations": rule.pretrain_iterations,
             "tolerance": rule.pretrain_tolerance,
         },
-        "optim": {"lr": rule.lr, "lr_decay": rule.lr_decay, "clip_width": rule.clip_width},
+        "optim": {
+            "lr": rule.lr,
+            "lr_decay": rule.lr_decay,
+            "kfac": {"lr_decay": rule.kfac_lr_decay},
+            "clip_width": rule.clip_width,
+        },
     }
     if network_preset == "cpu":
         layers, heads, head_dim = rule.psiformer
