@@ -110,11 +110,12 @@ SIZE_RULES: tuple[SizeRule, ...] = (
         pretrain_iterations=2000, pretrain_tolerance=0.02,
         measured=False,
     ),
-    # 11-30 electrons and beyond (N2, CO, P2, ...): PROVISIONAL.
+    # 11-30 electrons and beyond (N2, CO, P2, ...): moves and KFAC decay measured on N2; network,
+    # determinants and batch still PROVISIONAL.
     SizeRule(
         min_electrons=11, max_electrons=None, batch_size=128,
         hidden_one=128, hidden_two=32, layers=3, psiformer=(3, 4, 16), determinants=8,
-        moves=30, burn_in=600, width=0.2, width_z=0.35,
+        moves=10, burn_in=600, width=0.2, width_z=0.35,
         lr=0.1, lr_decay=1e-3, kfac_lr_decay=1e-3, clip_width=5.0,
         pretrain_iterations=3000, pretrain_tolerance=0.02,
         measured=False,
