@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 
 from vmcjet.bench import interleaved_medians
-from vmcjet.bench_step import step_parts
+from vmcjet.bench_step import whole_step
 from vmcjet.cli import apply_process_settings
 from vmcjet.defaults import resolve_run_config
 
@@ -28,7 +28,7 @@ def main() -> None:
     steps = {}
     for moves in (int(m) for m in args.moves.split(",")):
         mcmc = dataclasses.replace(config.mcmc, moves=moves)
-        steps[moves] = step_parts(dataclasses.replace(config, mcmc=mcmc))["whole_step"][0]
+        steps[moves] = whole_step(dataclasses.replace(config, mcmc=mcmc))
     medians = interleaved_medians(steps, args.repeats)
     print(f"{args.molecule}: batch {config.batch_size}, {config.optim.optimizer}")
     for moves, ms in medians.items():

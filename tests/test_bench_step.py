@@ -43,3 +43,12 @@ def test_cli_sweep_writes_table_json_and_plot(tmp_path, capsys):
     assert record["command"].startswith("vmcjet bench step") and len(record["rows"]) == 10
     assert (tmp_path / "tiny.md").read_text().startswith("`vmcjet bench step")
     assert (tmp_path / "tiny.png").stat().st_size > 0
+
+
+def test_whole_step_runs_one_step_without_building_the_parts(monkeypatch):
+    """`whole_step` (benchmarks/step_moves.py) calls the session's step from step 0 and never
+    compiles the separate parts."""
+    monkeypatch.setattr(bench_step, "make_step_parts", lambda *a: pytest.fail("parts built"))
+    config = build_config(overrides={**TINY, "batch_size": 4})
+    state, _ = bench_step.whole_step(config)()
+    assert int(state.step) == 1

@@ -24,8 +24,9 @@ import jax
 from vmcjet.bench import interleaved_medians, machine_info
 from vmcjet.config import Config
 from vmcjet.memory import MIB, default_working_set_mib
-from vmcjet.session import initial_state, open_session, run_molecule
-from vmcjet.train import make_step_parts, quadrature_rotations
+from vmcjet.molecule import Molecule
+from vmcjet.session import Session, initial_state, open_session, run_molecule
+from vmcjet.train import TrainState, make_step_parts, quadrature_rotations
 
 PARTS = ("sampling", "local_energy", "gradients", "update", "whole_step")
 
@@ -36,12 +37,30 @@ def _compiled(fn: Callable[..., Any], *args: Any) -> tuple[Callable[[], Any], fl
     return (lambda: compiled(*args)), compiled.memory_analysis().temp_size_in_bytes / MIB
 
 
+def _opened(config: Config) -> tuple[Molecule, Session, TrainState]:
+    """The run's molecule, its session and an initial state (template walkers, no burn-in)."""
+    molecule = run_molecule(config)
+    session = open_session(config, molecule)
+    return molecule, session, initial_state(session, template_only=True)
+
+
+def _step_call(session: Session, state: TrainState) -> Callable[[], Any]:
+    """A zero-argument call of the session's whole jitted step from `state`."""
+    key = jax.random.key(0)
+    return lambda: session.step(state, root_key=key)
+
+
+def whole_step(config: Config) -> Callable[[], Any]:
+    """A zero-argument call of one whole optimisation step of `config` on an initial state (the
+    session compiles it on the first call); the parts are not built."""
+    _, session, state = _opened(config)
+    return _step_call(session, state)
+
+
 def step_parts(config: Config) -> dict[str, tuple[Callable[[], Any], float | None]]:
     """Per part: a zero-argument call, compiled, on an initial state, and its temporaries (MiB;
     None for the whole step, which the session compiles)."""
-    molecule = run_molecule(config)
-    session = open_session(config, molecule)
-    state = initial_state(session, template_only=True)
+    molecule, session, state = _opened(config)
     wavefunction = session.wavefunction
     optimiser, sample, local_energy, gradient_batch = make_step_parts(
         wavefunction, molecule, config
@@ -58,7 +77,7 @@ def step_parts(config: Config) -> dict[str, tuple[Callable[[], Any], float | Non
         "local_energy": _compiled(local_energy, state.params, walkers, rotations),
         "gradients": _compiled(gradient_batch, state.params, walkers, residuals, finite),
         "update": _compiled(optimiser.update, batch, state.opt_state, state.params),
-        "whole_step": (lambda: session.step(state, root_key=key), None),
+        "whole_step": (_step_call(session, state), None),
     }
 
 
