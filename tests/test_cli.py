@@ -102,6 +102,8 @@ def test_run_calls_the_driver(monkeypatch, tmp_path):
         (["run", "--set", "optim.optimizer=spring2"], "did you mean 'spring'"),
         (["run", "--set", "optim.kernel_dtype=float16"], "optim.kernel_dtype"),
         (["run", "--set", "optim.kfac.damping=-1"], "'optim.kfac.damping' must be > 0"),
+        (["run", "--set", "optim.lr_drop_factor=0"], "'optim.lr_drop_factor' must be > 0"),
+        (["run", "--set", "optim.lr_drop_step=-1"], "'optim.lr_drop_step' must be >= 0"),
         (["run", "--set", "optim.kfac.decay=1"], "'optim.kfac.decay' must be < 1"),
         (["run", "--set", "optim.kfac.inverse_period=0"], "'optim.kfac.inverse_period' must be"),
         (["run", "--set", "optim.kfac.max_norm=0"], "'optim.kfac.max_norm' must be > 0"),

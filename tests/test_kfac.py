@@ -150,6 +150,21 @@ def test_update_is_the_damped_kronecker_solve_with_the_norm_constraint(max_norm)
     assert int(state.step) == 2
 
 
+def test_late_drop_scales_the_update_from_its_step_on():
+    params, batch = synthetic_batch(np.random.default_rng(2))
+    second_updates = []
+    for factor in (1.0, 0.25):
+        opt = kfac(0.3, decay=0.5, drop=(1, factor))
+        first, state = opt.update(batch, opt.init(params))
+        second, _ = opt.update(batch, state)
+        second_updates.append(layer_matrix(second["layer"]))
+        if factor == 1.0:
+            undropped_first = layer_matrix(first["layer"])
+        else:
+            np.testing.assert_array_equal(layer_matrix(first["layer"]), undropped_first)
+    np.testing.assert_allclose(0.25 * second_updates[0], second_updates[1], rtol=1e-6)
+
+
 @pytest.mark.parametrize("kind", ["ferminet", "psiformer"])
 def test_layer_records_reconstruct_the_per_walker_gradients(kind):
     """sum_rows a g^T = d log|psi| / d [w; b] for every dense layer, the other leaves' records

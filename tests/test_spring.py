@@ -1,4 +1,7 @@
-"""SPRING against direct numpy solutions, its norm constraint, and a VMC toy problem."""
+"""SPRING against direct numpy solutions, its norm constraint, the learning-rate schedule, and a
+VMC toy problem."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +19,7 @@ from vmcjet.optim import (
     make_optimiser,
     spring,
 )
+from vmcjet.optim.gradient import decaying_learning_rate
 from vmcjet.optim.spring import (
     BLOCK_ELEMENTS,
     leaf_rows,
@@ -90,6 +94,41 @@ def test_update_is_minus_lr_phi_with_decay_and_unravels():
     np.testing.assert_allclose(np.asarray(updates["w"]).ravel(), -0.25 * phi[:6], rtol=1e-7)
     np.testing.assert_allclose(float(updates["b"]), -0.25 * phi[6], rtol=1e-7)
     assert int(state.step) == 2
+
+
+def test_schedule_decays_then_drops_at_its_step():
+    schedule = decaying_learning_rate(0.1, 0.01, (5, 0.3))
+    rates = np.asarray(schedule(jnp.arange(7)))
+    expected = 0.1 / (1 + 0.01 * np.arange(7)) * np.where(np.arange(7) >= 5, 0.3, 1.0)
+    np.testing.assert_allclose(rates, expected, rtol=1e-6)
+    never = decaying_learning_rate(0.1, 0.01, (0, 0.3))  # drop step 0: no drop
+    np.testing.assert_array_equal(
+        never(jnp.arange(7)), decaying_learning_rate(0.1, 0.01)(jnp.arange(7))
+    )
+
+
+@pytest.mark.parametrize("optimizer", ["spring", "adam"])
+def test_late_drop_scales_the_update_from_its_step_on(optimizer):
+    """optim.lr_drop_step / lr_drop_factor reach the optimiser: steps before the drop are
+    unchanged, the step at the drop is the undropped one times the factor."""
+    tree, residuals, params, _, _ = pytree_problem(10, seed=6)
+    batch = GradientBatch(residuals, per_walker_grads=tree)
+    base = OptimConfig(optimizer=optimizer, momentum=0.0, max_norm=1e9)
+    updates = {}
+    for factor in (1.0, 0.25):
+        opt = make_optimiser(dataclasses.replace(base, lr_drop_step=1, lr_drop_factor=factor))
+        first, state = opt.update(batch, opt.init(params))
+        second, _ = opt.update(batch, state)
+        updates[factor] = (first, second)
+    for a, b in zip(
+        jax.tree.leaves(updates[1.0][0]), jax.tree.leaves(updates[0.25][0]), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(
+        jax.tree.leaves(updates[1.0][1]), jax.tree.leaves(updates[0.25][1]), strict=True
+    ):
+        np.testing.assert_allclose(0.25 * np.asarray(a), b, rtol=1e-6)
+        assert np.any(np.asarray(a) != 0)
 
 
 @pytest.mark.parametrize("max_norm", [1e-6, 1e9])

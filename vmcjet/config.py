@@ -108,6 +108,8 @@ class OptimConfig:
     optimizer: str = "spring"  # "spring" (natural gradient in sample space), "kfac" or "adam"
     lr: float = 0.1  # initial learning rate (SPRING step scale; tuned on LiH, docs/results.md)
     lr_decay: float = 1e-2  # lr(t) = lr / (1 + lr_decay * t)
+    lr_drop_step: int = 0  # from this step on, any optimiser's rate x lr_drop_factor (0: never)
+    lr_drop_factor: float = 1.0  # the late drop of the rate (LiH longer recipe, docs/results.md)
     damping: float = 1e-3  # SPRING: Tikhonov damping of the sample-space kernel
     momentum: float = 0.99  # SPRING: reuse of the previous direction (mu)
     max_norm: float = 1e-3  # SPRING: bound on the squared norm of the step (norm constraint)
@@ -341,6 +343,8 @@ _BOUNDS = (
     ("pretrain.tolerance", 0.0, True),
     ("optim.lr", 0.0, False),
     ("optim.lr_decay", 0.0, True),
+    ("optim.lr_drop_step", 0, True),
+    ("optim.lr_drop_factor", 0.0, False),
     ("optim.damping", 0.0, False),
     ("optim.max_norm", 0.0, False),
     ("optim.clip_width", 0.0, False),

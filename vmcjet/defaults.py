@@ -63,7 +63,6 @@ class SizeRule:
         clip_width: local-energy clipping, in mean absolute deviations.
         pretrain_iterations: maximum pretraining iterations.
         pretrain_tolerance: early stop of pretraining (`pretrain.tolerance`; 0: never).
-        measured: True if the row was chosen from measured energy-vs-time curves.
     """
 
     min_electrons: int
@@ -84,7 +83,6 @@ class SizeRule:
     clip_width: float
     pretrain_iterations: int
     pretrain_tolerance: float
-    measured: bool
 
 
 # THE table. Rows in order of electron count, contiguous from 1 electron, the last one open-ended.
@@ -98,7 +96,6 @@ SIZE_RULES: tuple[SizeRule, ...] = (
         moves=10, burn_in=200, width=0.2, width_z=math.inf,
         lr=0.1, lr_decay=1e-2, kfac_lr_decay=1e-3, clip_width=5.0,
         pretrain_iterations=1000, pretrain_tolerance=0.0,
-        measured=True,
     ),
     # 5-10 electrons (B..Ne, Li2, CH4, NH3, H2O, H10): moves and KFAC decay measured on Ne (20 min
     # runs); network, determinants and batch still PROVISIONAL.
@@ -108,7 +105,6 @@ SIZE_RULES: tuple[SizeRule, ...] = (
         moves=10, burn_in=200, width=0.2, width_z=0.35,
         lr=0.1, lr_decay=3e-3, kfac_lr_decay=1e-3, clip_width=5.0,
         pretrain_iterations=2000, pretrain_tolerance=0.02,
-        measured=False,
     ),
     # 11-30 electrons and beyond (N2, CO, P2, ...): moves and KFAC decay measured on N2; network,
     # determinants and batch still PROVISIONAL.
@@ -118,7 +114,6 @@ SIZE_RULES: tuple[SizeRule, ...] = (
         moves=10, burn_in=600, width=0.2, width_z=0.35,
         lr=0.1, lr_decay=1e-3, kfac_lr_decay=1e-3, clip_width=5.0,
         pretrain_iterations=3000, pretrain_tolerance=0.02,
-        measured=False,
     ),
 )
 # fmt: on

@@ -30,22 +30,25 @@ def make_optimiser(config: OptimConfig) -> Optimiser:
     Raises:
         InputError: for an unknown optimiser name.
     """
+    drop = (config.lr_drop_step, config.lr_drop_factor)
     if config.optimizer == "spring":
         return spring(
             config.lr,
             decay=config.lr_decay,
+            drop=drop,
             damping=config.damping,
             momentum=config.momentum,
             max_norm=config.max_norm,
             kernel_dtype=config.kernel_dtype,
         )
     if config.optimizer == "adam":
-        return adam(config.lr, decay=config.lr_decay)
+        return adam(config.lr, decay=config.lr_decay, drop=drop)
     if config.optimizer == "kfac":
         settings = config.kfac
         return kfac(
             settings.lr,
             decay=settings.lr_decay,
+            drop=drop,
             damping=settings.damping,
             ema_decay=settings.decay,
             inverse_period=settings.inverse_period,

@@ -170,15 +170,34 @@ def energy_gradient(per_walker_grads: PyTree, residuals: Array) -> PyTree:
     return jax.tree_util.tree_map(leaf_gradient, per_walker_grads)
 
 
-def decaying_learning_rate(learning_rate: float, decay: float) -> Callable[[Array], Array]:
-    """The schedule t -> learning_rate / (1 + decay * t) (t: steps done; integer steps give
-    float32, float steps keep their dtype)."""
+NO_DROP: tuple[int, float] = (0, 1.0)
+
+
+def decaying_learning_rate(
+    learning_rate: float, decay: float, drop: tuple[int, float] = NO_DROP
+) -> Callable[[Array], Array]:
+    """The schedule t -> learning_rate / (1 + decay * t), times drop[1] from step drop[0] on.
+
+    Args:
+        learning_rate: the rate at step 0.
+        decay: decay per step.
+        drop: (step, factor): from this step on (t >= step) the rate is multiplied by factor;
+            step 0 means never.
+
+    Returns:
+        schedule(t), t the number of steps done; integer steps give float32, float steps keep
+        their dtype.
+    """
+    drop_step, drop_factor = drop
 
     def schedule(step: Array) -> Array:
         step = jnp.asarray(step)
         if not jnp.issubdtype(step.dtype, jnp.floating):
             step = step.astype(jnp.float32)
-        return learning_rate / (1.0 + decay * step)
+        rate = learning_rate / (1.0 + decay * step)
+        if drop_step > 0:
+            rate = jnp.where(step >= drop_step, rate * drop_factor, rate)
+        return rate
 
     return schedule
 
@@ -199,19 +218,26 @@ def standard_promotion(
     return optax.GradientTransformation(transform.init, update)
 
 
-def adam(learning_rate: float, *, decay: float = 0.0, **adam_kwargs: Any) -> Optimiser:
+def adam(
+    learning_rate: float,
+    *,
+    decay: float = 0.0,
+    drop: tuple[int, float] = NO_DROP,
+    **adam_kwargs: Any,
+) -> Optimiser:
     """Adam (optax) on the energy gradient (`batch_gradient`; needs only the gradient).
 
     Args:
         learning_rate: initial learning rate; the rate at step t is lr / (1 + decay * t).
         decay: learning-rate decay per step.
+        drop: (step, factor) of a late drop of the rate (`decaying_learning_rate`).
         **adam_kwargs: passed to `optax.adam` (b1, b2, eps).
 
     Returns:
         The `Optimiser`.
     """
     inner = standard_promotion(
-        optax.adam(decaying_learning_rate(learning_rate, decay), **adam_kwargs)
+        optax.adam(decaying_learning_rate(learning_rate, decay, drop), **adam_kwargs)
     )
 
     def update(batch: GradientBatch, state, params=None):

@@ -79,6 +79,7 @@ from vmcjet.networks.layers import dense_layer_names, named_leaves
 from vmcjet.optim.gradient import (
     GRADIENT,
     LAYERS,
+    NO_DROP,
     GradientBatch,
     Optimiser,
     PyTree,
@@ -172,6 +173,7 @@ def kfac(
     learning_rate: float,
     *,
     decay: float = 0.0,
+    drop: tuple[int, float] = NO_DROP,
     damping: float = 1e-3,
     ema_decay: float = 0.95,
     inverse_period: int = 10,
@@ -185,6 +187,7 @@ def kfac(
     Args:
         learning_rate: initial learning rate lr_0; lr_t = lr_0 / (1 + decay t).
         decay: learning-rate decay per step.
+        drop: (step, factor) of a late drop of the rate (`decaying_learning_rate`).
         damping: Tikhonov damping lambda added to every Fisher block (> 0).
         ema_decay: weight of the previous factors in their moving averages, in [0, 1).
         inverse_period: eigendecompositions of the factors every this many steps (>= 1).
@@ -210,7 +213,7 @@ def kfac(
             f"damping={damping}, decay={ema_decay}, inverse_period={inverse_period}, "
             f"max_norm={max_norm}"
         )
-    schedule = decaying_learning_rate(learning_rate, decay)
+    schedule = decaying_learning_rate(learning_rate, decay, drop)
 
     def init(params: PyTree) -> KfacState:
         named = named_leaves(params)

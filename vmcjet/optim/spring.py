@@ -62,6 +62,7 @@ from jax.scipy.linalg import cho_factor, cho_solve
 
 from vmcjet.errors import InputError
 from vmcjet.optim.gradient import (
+    NO_DROP,
     PER_WALKER_GRADS,
     GradientBatch,
     Optimiser,
@@ -269,6 +270,7 @@ def spring(
     learning_rate: float,
     *,
     decay: float = 0.0,
+    drop: tuple[int, float] = NO_DROP,
     damping: float = 1e-3,
     momentum: float = 0.99,
     max_norm: float = 1e-3,
@@ -279,6 +281,7 @@ def spring(
     Args:
         learning_rate: initial learning rate lr; lr_t = lr / (1 + decay t).
         decay: learning-rate decay per step.
+        drop: (step, factor) of a late drop of the rate (`decaying_learning_rate`).
         damping: Tikhonov damping lambda of the sample-space kernel (> 0).
         momentum: mu, the weight of the previous direction, in [0, 1).
         max_norm: bound on the squared Euclidean norm of each parameter update (> 0).
@@ -303,7 +306,7 @@ def spring(
         raise InputError(
             f"unknown SPRING kernel dtype '{kernel_dtype}'; use one of {', '.join(KERNEL_DTYPES)}"
         )
-    schedule = decaying_learning_rate(learning_rate, decay)
+    schedule = decaying_learning_rate(learning_rate, decay, drop)
 
     def init(params: PyTree) -> SpringState:
         flat, _ = ravel_pytree(params)
