@@ -46,7 +46,7 @@ def test_cli_sweep_writes_table_json_and_plot(tmp_path, capsys):
 
 
 def test_whole_step_runs_one_step_without_building_the_parts(monkeypatch):
-    """`whole_step` (benchmarks/step_moves.py) calls the session's step from step 0 and never
+    """`whole_step` (benchmarks/step_settings.py) calls the session's step from step 0 and never
     compiles the separate parts."""
     monkeypatch.setattr(bench_step, "make_step_parts", lambda *a: pytest.fail("parts built"))
     config = build_config(overrides={**TINY, "batch_size": 4})
