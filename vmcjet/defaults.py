@@ -16,9 +16,9 @@ during the run; a good start saves burn-in.
 
 Rows with n <= 4 electrons are exactly the measured LiH defaults of `Config()` (docs/results.md);
 a test keeps the two equal. In the rows for n > 4 the MCMC moves and KFAC's decay are chosen from
-measured energy-vs-wall-time curves (Ne, N2), and so are row 2's network and determinants (Ne);
-the batch and row 3's network are PROVISIONAL, reasoned from step cost and the known failure
-modes. The table, the reasons and its
+measured energy-vs-wall-time curves (Ne, N2), and so are the network widths (Ne, N2) and row
+2's determinants; the batch and row 3's determinants are PROVISIONAL, reasoned from step cost and
+the known failure modes. The table, the reasons and its
 status are in docs/results.md, "Defaults by system size". A resumed run keeps its stored config:
 the table is applied only when a run starts.
 
@@ -108,11 +108,12 @@ SIZE_RULES: tuple[SizeRule, ...] = (
         lr=0.1, lr_decay=3e-3, kfac_lr_decay=1e-3, clip_width=5.0,
         pretrain_iterations=2000, pretrain_tolerance=0.02,
     ),
-    # 11-30 electrons and beyond (N2, CO, P2, ...): moves and KFAC decay measured on N2; network,
+    # 11-30 electrons and beyond (N2, CO, P2, ...): network, moves and KFAC decay measured on N2
+    # (30 min: 3 x (96, 16) ran 1.6x the steps of 3 x (128, 32) and ended 58 mHa lower);
     # determinants and batch still PROVISIONAL.
     SizeRule(
         min_electrons=11, max_electrons=None, batch_size=128,
-        hidden_one=128, hidden_two=32, layers=3, psiformer=(3, 4, 16), determinants=8,
+        hidden_one=96, hidden_two=16, layers=3, psiformer=(3, 4, 16), determinants=8,
         moves=10, burn_in=600, width=0.2, width_z=0.35,
         lr=0.1, lr_decay=1e-3, kfac_lr_decay=1e-3, clip_width=5.0,
         pretrain_iterations=3000, pretrain_tolerance=0.02,
