@@ -17,8 +17,8 @@ during the run; a good start saves burn-in.
 Rows with n <= 4 electrons are exactly the measured LiH defaults of `Config()` (docs/results.md);
 a test keeps the two equal. In the rows for n > 4 the MCMC moves and KFAC's decay are chosen from
 measured energy-vs-wall-time curves (Ne, N2), and so are the network widths (Ne, N2) and row
-2's determinants; the batch and row 3's determinants are PROVISIONAL, reasoned from step cost and
-the known failure modes. The table, the reasons and its
+2's determinants and batch; row 3's batch and determinants are PROVISIONAL, reasoned from step
+cost and the known failure modes. The table, the reasons and its
 status are in docs/results.md, "Defaults by system size". A resumed run keeps its stored config:
 the table is applied only when a run starts.
 
@@ -98,11 +98,11 @@ SIZE_RULES: tuple[SizeRule, ...] = (
         lr=0.1, lr_decay=1e-2, kfac_lr_decay=1e-3, clip_width=5.0,
         pretrain_iterations=1000, pretrain_tolerance=0.0,
     ),
-    # 5-10 electrons (B..Ne, Li2, CH4, NH3, H2O, H10): network, determinants, moves and KFAC decay
-    # measured on Ne (20 min runs: the small network, 1.5x the steps, ended lowest); batch
-    # still PROVISIONAL.
+    # 5-10 electrons (B..Ne, Li2, CH4, NH3, H2O, H10): network, determinants, batch, moves and
+    # decays measured on Ne (20 min runs: the small network, 1.5x the steps, ended lower than the
+    # wider ones; 256 walkers with SPRING at least as low as 128 with KFAC, at lower variance).
     SizeRule(
-        min_electrons=5, max_electrons=10, batch_size=128,
+        min_electrons=5, max_electrons=10, batch_size=256,
         hidden_one=64, hidden_two=16, layers=3, psiformer=(2, 4, 16), determinants=4,
         moves=10, burn_in=200, width=0.2, width_z=0.35,
         lr=0.1, lr_decay=3e-3, kfac_lr_decay=1e-3, clip_width=5.0,
