@@ -129,6 +129,7 @@ def test_table_values_are_in_the_printed_config(capsys):
     assert printed["batch_size"] == rule.batch_size
     assert printed["network"]["ferminet"]["hidden_two"] == rule.hidden_two
     assert printed["mcmc"]["moves"] == rule.moves and printed["mcmc"]["width"] == 0.05
+    assert printed["mcmc"]["proposal"] == rule.proposal == "nucleus-scaled"
     assert printed["pretrain"]["iterations"] == rule.pretrain_iterations
     assert printed["optim"]["lr_decay"] == rule.lr_decay
     assert printed["optim"]["kfac"]["lr_decay"] == rule.kfac_lr_decay
