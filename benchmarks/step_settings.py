@@ -38,8 +38,9 @@ def main() -> None:
     medians = interleaved_medians(steps, args.repeats)
     first = next(iter(configs.values()))
     print(f"{args.molecule}: batch {first.batch_size}, {first.optim.optimizer}")
+    width = max(len(value) for value in medians)
     for value, ms in medians.items():
-        print(f"  {key} = {value}: {ms:8.1f} ms per step")
+        print(f"  {key} = {value:<{width}}  {ms:8.1f} ms per step")
 
 
 if __name__ == "__main__":
