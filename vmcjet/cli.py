@@ -106,8 +106,8 @@ def _add_analysis_parsers(commands: Any) -> None:
     )
     evaluate.add_argument(
         "--observables",
-        help="comma-separated observables besides the energy: s2, dipole (default: the run "
-        "config's `observables`)",
+        help="comma-separated observables besides the energy: s2, dipole, density, forces "
+        "(default: the run config's `observables`)",
     )
     analyze = commands.add_parser("analyze", help="energy ± error from the training statistics")
     analyze.add_argument("run_folder", help="folder written by `vmcjet run`")

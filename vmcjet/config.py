@@ -52,7 +52,7 @@ class PsiformerConfig:
 @dataclass(frozen=True)
 class NetworkConfig:
     kind: str = "ferminet"  # "ferminet" or "psiformer"
-    preset: str = "cpu"  # "cpu": the sizes below; "paper": published sizes (docs/networks.md)
+    preset: str = "cpu"  # "cpu": these or the size table's sizes; "paper": docs/networks.md
     determinants: int = 4  # number of determinants K
     full_determinant: bool = False  # dense over both spins (True) or block-diagonal by spin
     envelope: str = "isotropic"  # "isotropic" or "anisotropic" exponential envelopes
