@@ -16,10 +16,10 @@ during the run; a good start saves burn-in.
 
 Rows with n <= 4 electrons are exactly the measured LiH defaults of `Config()` (docs/results.md);
 a test keeps the two equal. In the rows for n > 4 the MCMC moves and KFAC's decay are chosen from
-measured energy-vs-wall-time curves (Ne, N2), and so are the network widths (Ne, N2), row 2's
-determinants and batch, and row 3's proposal (N2); row 3's batch and determinants are PROVISIONAL,
-reasoned from step cost and the known failure modes. The table, the reasons and its status are in
-docs/results.md, "Defaults by system size". A resumed run keeps its stored config:
+measured energy-vs-wall-time curves (Ne, N2), and so are the network widths, determinants and
+batches (Ne, N2) and row 3's proposal (N2); the Psiformer sizes, clipping and pretraining length
+are reasoned. The table, the reasons and its status are in docs/results.md, "Defaults by system
+size". A resumed run keeps its stored config:
 the table is applied only when a run starts.
 
 Network sizes apply to the "cpu" preset only; with `network.preset = "paper"` the preset's sizes
@@ -110,12 +110,13 @@ SIZE_RULES: tuple[SizeRule, ...] = (
         lr=0.1, lr_decay=3e-3, kfac_lr_decay=1e-3, clip_width=5.0,
         pretrain_iterations=2000, pretrain_tolerance=0.02,
     ),
-    # 11-30 electrons and beyond (N2, CO, P2, ...): network, moves, proposal and KFAC decay
-    # measured on N2 (30 min: 3 x (96, 16) ran 1.6x the steps of 3 x (128, 32) and ended 58 mHa
-    # lower; nucleus-scaled moves: the same step cost, 33 mHa lower after 4662 steps);
-    # determinants and batch still PROVISIONAL.
+    # 11-30 electrons and beyond (N2, CO, P2, ...): network, determinants, batch, moves, proposal
+    # and KFAC decay measured on N2 (30 min: 3 x (96, 16) ran 1.6x the steps of 3 x (128, 32) and
+    # ended 58 mHa lower; nucleus-scaled moves: the same step cost, 33 mHa lower after 4662 steps;
+    # 4 determinants no better than 8; 256 walkers with SPRING, two seeds, at half the variance of
+    # 128 with KFAC). SPRING's decay 1e-3 is what those runs used.
     SizeRule(
-        min_electrons=11, max_electrons=None, batch_size=128,
+        min_electrons=11, max_electrons=None, batch_size=256,
         hidden_one=96, hidden_two=16, layers=3, psiformer=(3, 4, 16), determinants=8,
         moves=10, burn_in=600, proposal="nucleus-scaled", width=0.2, width_z=0.35,
         lr=0.1, lr_decay=1e-3, kfac_lr_decay=1e-3, clip_width=5.0,
