@@ -26,7 +26,7 @@ from vmcjet import runfolder
 from vmcjet.cli import apply_process_settings
 from vmcjet.hamiltonian import make_local_energy
 from vmcjet.session import open_session, restore_state, run_molecule, stream_key
-from vmcjet.train import make_sampler
+from vmcjet.step_parts import make_sampler
 
 MOLECULE = """name = "H2-{bond}"
 units = "bohr"

@@ -22,9 +22,10 @@ from jax.scipy.linalg import cho_factor, cho_solve
 
 from vmcjet import runfolder
 from vmcjet.cli import apply_process_settings
+from vmcjet.log_psi_gradients import per_walker_gradients
 from vmcjet.optim.spring import leaf_rows
 from vmcjet.session import open_session, restore_state, run_molecule
-from vmcjet.train import make_sampler, per_walker_gradients
+from vmcjet.step_parts import make_sampler
 
 
 def direction(rows, residuals, damping, products, solve):

@@ -15,10 +15,10 @@ import jax.numpy as jnp
 
 from vmcjet import optim
 from vmcjet.config import build_config
+from vmcjet.log_psi_gradients import make_gradient_batch
 from vmcjet.memory import MIB
 from vmcjet.molecule import load_molecule
 from vmcjet.networks import make_wavefunction
-from vmcjet.train import make_gradient_batch
 
 
 def report(molecule_name: str, batch: int, preset: str, optimizer: str) -> None:

@@ -23,9 +23,10 @@ from vmcjet import optim
 from vmcjet.bench import interleaved_medians
 from vmcjet.cli import apply_process_settings
 from vmcjet.defaults import resolve_run_config
+from vmcjet.log_psi_gradients import make_gradient_batch
 from vmcjet.memory import MIB
 from vmcjet.session import initial_state, open_session, run_molecule
-from vmcjet.train import make_gradient_batch, make_local_energy_fn
+from vmcjet.step_parts import make_local_energy_fn
 
 
 def compiled_parts(

@@ -12,17 +12,15 @@ import pytest
 from vmcjet import distributed, memory, optim
 from vmcjet.config import Config, FermiNetConfig, NetworkConfig, OptimConfig
 from vmcjet.errors import InputError
+from vmcjet.log_psi_gradients import energy_gradient_fn, make_gradient_batch, per_walker_gradients
 from vmcjet.molecule import load_molecule
 from vmcjet.networks import make_wavefunction
 from vmcjet.optim.spring import update_temporary_bytes
-from vmcjet.train import (
-    energy_gradient_fn,
+from vmcjet.step_parts import (
     local_energy_chunk,
-    make_gradient_batch,
     make_local_energy_fn,
     make_sampler_and_local_energy,
     make_step_parts,
-    per_walker_gradients,
     walker_chunks,
 )
 

@@ -16,11 +16,12 @@ from vmcjet.config import (
     OptimConfig,
     PsiformerConfig,
 )
+from vmcjet.log_psi_gradients import energy_gradient_fn, layer_records
 from vmcjet.molecule import load_molecule
 from vmcjet.networks import make_wavefunction
 from vmcjet.networks.layers import Tape, dense, init_dense, named_leaves
 from vmcjet.optim.kfac import SHARING, diagonal_fisher, kfac, kronecker_factors
-from vmcjet.train import TrainState, energy_gradient_fn, layer_records, make_train_step
+from vmcjet.train import TrainState, make_train_step
 
 TINY = {
     "ferminet": NetworkConfig(determinants=2, ferminet=FermiNetConfig(8, 4, 2)),

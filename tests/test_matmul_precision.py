@@ -13,7 +13,7 @@ from vmcjet.config import build_config, validate
 from vmcjet.errors import InputError
 from vmcjet.molecule import load_molecule
 from vmcjet.networks import make_wavefunction
-from vmcjet.train import make_step_parts
+from vmcjet.step_parts import make_step_parts
 
 _DOT_PRECISION = re.compile(r"stablehlo\.dot_general[^\n]*precision = \[(\w+), (\w+)\]")
 

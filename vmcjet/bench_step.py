@@ -26,7 +26,8 @@ from vmcjet.config import Config
 from vmcjet.memory import MIB, default_working_set_mib
 from vmcjet.molecule import Molecule
 from vmcjet.session import Session, initial_state, open_session, run_molecule
-from vmcjet.train import TrainState, make_step_parts, quadrature_rotations
+from vmcjet.step_parts import make_step_parts, quadrature_rotations
+from vmcjet.train import TrainState
 
 PARTS = ("sampling", "local_energy", "gradients", "update", "whole_step")
 

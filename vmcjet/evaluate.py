@@ -27,15 +27,12 @@ import numpy as np
 from vmcjet import mcmc, observables, runfolder, statistics
 from vmcjet.errors import InputError
 from vmcjet.fileio import atomic_path, atomic_write_text
+from vmcjet.hamiltonian import over_walkers
 from vmcjet.matmul_precision import with_matmul_precision
 from vmcjet.molecule import Molecule
 from vmcjet.session import Session, open_session, restore_state, run_molecule, stream_key
-from vmcjet.train import (
-    make_sampler_and_local_energy,
-    masked_moments,
-    over_walkers,
-    quadrature_rotations,
-)
+from vmcjet.step_parts import make_sampler_and_local_energy, quadrature_rotations
+from vmcjet.train import masked_moments
 from vmcjet.units import DEBYE_PER_AU, MILLIHARTREE_PER_HARTREE
 
 

@@ -15,7 +15,7 @@ chosen c is then checked by compiling the part for all B walkers in chunks of c 
 XLA's compiled memory analysis (`temporary_bytes`) says it fits. Each compile costs a few seconds,
 once per run, and only when a budget is set.
 
-Apart from any budget, the local energy (and the gradients of Adam and KFAC, `vmcjet.train`)
+Apart from any budget, the local energy (and the gradients of Adam and KFAC, `vmcjet.step_parts`)
 is evaluated in chunks whose temporaries fit a working set (`working_set_mib`; by default
 `CPU_WORKING_SET_MIB` on CPUs, none elsewhere): on this machine's CPUs a chunk that stays near
 the caches is up to 1.8x faster per walker than the whole batch at once, and its cost per walker

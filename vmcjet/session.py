@@ -16,11 +16,13 @@ import jax.numpy as jnp
 from vmcjet import checkpoint, distributed, hartree_fock, mcmc, optim, pretrain
 from vmcjet.config import Config
 from vmcjet.errors import InputError
+from vmcjet.log_psi_gradients import log_abs_psi_fn
 from vmcjet.molecule import Molecule, load_molecule
 from vmcjet.networks import Wavefunction, make_wavefunction, parameter_count
+from vmcjet.step_parts import make_sampler
 from vmcjet.streams import STREAMS as STREAMS  # re-exported: session.STREAMS
 from vmcjet.streams import stream_key
-from vmcjet.train import TrainState, log_abs_psi_fn, make_sampler, make_train_step
+from vmcjet.train import TrainState, make_train_step
 
 
 def run_molecule(config: Config) -> Molecule:

@@ -74,14 +74,14 @@ def test_a_live_run_refuses_a_second_writer_and_finishes_with_every_row(tmp_path
 def test_steps_without_a_finite_walker_are_skipped_and_stop_the_run(tmp_path, monkeypatch, capsys):
     """Every local energy NaN: with Adam the update (zero residuals) is finite, so only the
     "no finite walker" rule can skip the step; before, such steps reported E = 0.0."""
-    import vmcjet.train as train
+    import vmcjet.step_parts as step_parts
 
     def nan_energy(*args, **kwargs):
         return lambda params, walkers, rotations=None: jnp.full(
             walkers.shape[:1], jnp.nan, walkers.dtype
         )
 
-    monkeypatch.setattr(train, "make_local_energy_fn", nan_energy)
+    monkeypatch.setattr(step_parts, "make_local_energy_fn", nan_energy)
     folder = tmp_path / "run"
     extra = ["--set", "optim.optimizer=adam", "--set", "checkpoint.max_skipped_steps=3"]
     assert cli.main(tiny_run_args(folder, steps=20, extra=extra)) == 2
