@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from vmcjet import evaluate
+from vmcjet import batch_observables
 from vmcjet.evaluate import EVAL_SAMPLES, MIN_EVAL_STEPS, default_eval_steps
 
 
@@ -20,6 +20,6 @@ def test_observable_means_leave_out_walkers_whose_value_is_not_finite():
     is left out of that observable's mean; no usable walker gives NaN (the step is dropped)."""
     values = jnp.array([[1.0, 2.0], [jnp.nan, 5.0], [3.0, 4.0], [7.0, 7.0]])
     finite = jnp.array([True, True, True, False])
-    np.testing.assert_allclose(evaluate._finite_mean(values, finite), [2.0, 3.0])
-    lone = evaluate._finite_mean(jnp.array([jnp.inf, 1.0]), jnp.array([True, False]))
+    np.testing.assert_allclose(batch_observables.finite_mean(values, finite), [2.0, 3.0])
+    lone = batch_observables.finite_mean(jnp.array([jnp.inf, 1.0]), jnp.array([True, False]))
     assert np.isnan(float(lone))

@@ -224,12 +224,12 @@ def _loop(
 def _monitor(session: Session) -> Any:
     """The training-time monitor of `config.observables_every` (None: no monitoring)."""
     config = session.config
-    from vmcjet import evaluate, observables
+    from vmcjet import batch_observables, observables
 
     names = observables.parse_observables(config.observables)
-    if config.observables_every == 0 or not set(names) & set(evaluate.MONITORED):
+    if config.observables_every == 0 or not set(names) & set(batch_observables.MONITORED):
         return None
-    return evaluate.make_monitor(session, names)
+    return batch_observables.make_monitor(session, names)
 
 
 def _listed(record: dict[str, Any]) -> dict[str, Any]:
