@@ -17,9 +17,10 @@ during the run; a good start saves burn-in.
 Rows with n <= 4 electrons are exactly the measured LiH defaults of `Config()` (docs/results.md);
 a test keeps the two equal. In the rows for n > 4 the MCMC moves and KFAC's decay are chosen from
 measured energy-vs-wall-time curves (Ne, N2), and so are the network widths, determinants and
-batches (Ne, N2) and row 3's proposal (N2); the Psiformer sizes, clipping and pretraining length
-are reasoned. The table, the reasons and its status are in docs/results.md, "Defaults by system
-size". A resumed run keeps its stored config: the table is applied only when a run starts.
+batches (Ne, N2), row 3's proposal (N2) and the clipping width (Ne: 3 against 5); the Psiformer
+sizes and the pretraining length are reasoned. The table, the reasons and its status are in
+docs/results.md, "Defaults by system size". A resumed run keeps its stored config: the table
+is applied only when a run starts.
 
 Network sizes apply to the "cpu" preset only; with `network.preset = "paper"` the preset's sizes
 are used and the table leaves the network alone.
