@@ -32,7 +32,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from pyscf import gto, scf
+from pyscf import gto, lib, scf
 
 from vmcjet import ecp as ecps
 from vmcjet.config import HF_METHODS
@@ -165,6 +165,13 @@ def run_hartree_fock(
     from there; if that does not converge either the result has `converged` False (see
     `convergence_warning`). pyscf prints nothing.
 
+    The SCF runs on one OpenMP thread, so the same molecule gives the same orbitals on every
+    call: pyscf's threaded Fock builds sum in a varying order, and that rounding noise picks a
+    different rotation within each degenerate occupied shell (N2's and CO's pi orbitals, up to
+    0.1-0.4 in the coefficients between two calls on 2 threads), which changes the orbitals
+    pretraining fits and so a seeded run's trajectory. One thread was also faster here (N2 in
+    cc-pVDZ: 0.06 s against 0.27-0.58 s on 2 busy cores).
+
     Args:
         molecule: the system (coordinates in bohr).
         basis: a Gaussian basis name pyscf knows ("ccpvdz", "sto-3g", ...).
@@ -183,12 +190,13 @@ def run_hartree_fock(
     mf.verbose = 0
     mf.max_cycle = max_cycle
     mf.chkfile = None  # no pyscf scratch file: set-up writes nothing outside the run folder
-    mf.kernel()
-    if not mf.converged:  # second-order SCF usually rescues hard cases (open-shell atoms)
-        mf = mf.newton()
-        mf.verbose = 0
-        mf.max_cycle = max_cycle
-        mf.kernel(mf.mo_coeff, mf.mo_occ)
+    with lib.with_omp_threads(1):
+        mf.kernel()
+        if not mf.converged:  # second-order SCF usually rescues hard cases (open-shell atoms)
+            mf = mf.newton()
+            mf.verbose = 0
+            mf.max_cycle = max_cycle
+            mf.kernel(mf.mo_coeff, mf.mo_occ)
     coeff_alpha, coeff_beta = _occupied(mf, method)
     return HartreeFock(
         energy=float(mf.e_tot),
