@@ -17,8 +17,9 @@ during the run; a good start saves burn-in.
 Rows with n <= 4 electrons are exactly the measured LiH defaults of `Config()` (docs/results.md);
 a test keeps the two equal. In the rows for n > 4 the MCMC moves and KFAC's decay are chosen from
 measured energy-vs-wall-time curves (Ne, N2), and so are the network widths, determinants and
-batches (Ne, N2), row 3's proposal (N2) and the clipping width (Ne: 3 against 5); the Psiformer
-sizes and the pretraining length are reasoned. The table, the reasons and its status are in
+batches (Ne, N2), row 3's proposal and SPRING decay (N2), and the clipping width, the
+pretraining length and row 2's Psiformer sizes (Ne); rows 1 and 3's Psiformer sizes are
+reasoned. The table, the reasons and its status are in
 docs/results.md, "Defaults by system size". A resumed run keeps its stored config: the table
 is applied only when a run starts.
 
@@ -100,9 +101,10 @@ SIZE_RULES: tuple[SizeRule, ...] = (
         lr=0.1, lr_decay=1e-2, kfac_lr_decay=1e-3, clip_width=5.0,
         pretrain_iterations=1000, pretrain_tolerance=0.0,
     ),
-    # 5-10 electrons (B..Ne, Li2, CH4, NH3, H2O, H10): network, determinants, batch, moves and
-    # decays measured on Ne (20 min runs: the small network, 1.5x the steps, ended lower than the
-    # wider ones; 256 walkers with SPRING at least as low as 128 with KFAC, at lower variance).
+    # 5-10 electrons (B..Ne, Li2, CH4, NH3, H2O, H10): network, determinants, batch, moves,
+    # decays and pretraining measured on Ne (20 min runs: the small network, 1.5x the steps, ended
+    # lower than the wider ones; 256 walkers with SPRING at least as low as 128 with KFAC, at lower
+    # variance; 500 pretraining iterations 10 mHa higher than 2000 after the same steps).
     SizeRule(
         min_electrons=5, max_electrons=10, batch_size=256,
         hidden_one=64, hidden_two=16, layers=3, psiformer=(2, 4, 16), determinants=4,
@@ -114,7 +116,7 @@ SIZE_RULES: tuple[SizeRule, ...] = (
     # and KFAC decay measured on N2 (30 min: 3 x (96, 16) ran 1.6x the steps of 3 x (128, 32) and
     # ended 58 mHa lower; nucleus-scaled moves: the same step cost, 33 mHa lower after 4662 steps;
     # 4 determinants no better than 8; 256 walkers with SPRING, two seeds, at half the variance of
-    # 128 with KFAC). SPRING's decay 1e-3 is what those runs used.
+    # 128 with KFAC). SPRING's decay: 3e-4 and 3e-3 evaluated no different from 1e-3 in 30 min.
     SizeRule(
         min_electrons=11, max_electrons=None, batch_size=256,
         hidden_one=96, hidden_two=16, layers=3, psiformer=(3, 4, 16), determinants=8,
