@@ -19,9 +19,8 @@ a test keeps the two equal. In the rows for n > 4 the MCMC moves and KFAC's deca
 measured energy-vs-wall-time curves (Ne, N2), and so are the network widths, determinants and
 batches (Ne, N2), row 3's proposal and SPRING decay (N2), and the clipping width, the
 pretraining length and row 2's Psiformer sizes (Ne); rows 1 and 3's Psiformer sizes are
-reasoned. The table, the reasons and its status are in
-docs/results.md, "Defaults by system size". A resumed run keeps its stored config: the table
-is applied only when a run starts.
+reasoned. The table, the reasons and its status are in docs/results.md, "Defaults by system
+size". A resumed run keeps its stored config: the table is applied only when a run starts.
 
 Network sizes apply to the "cpu" preset only; with `network.preset = "paper"` the preset's sizes
 are used and the table leaves the network alone.
